@@ -1,0 +1,1 @@
+"""The decision core: pure policies shared by the simulator and the sender."""

@@ -1,0 +1,232 @@
+"""The decision core's contract: :class:`Context` in, :class:`Decision` out.
+
+Everything in :mod:`omnisim.policies` is *pure*: a decision depends only on the policy's
+parameters, the :class:`Context` it is given and the ``numpy.random.Generator`` passed in.
+Policies never read a clock, never do I/O and never keep per-user state between calls —
+state that must survive between decisions (a journey's position, a message waiting for a
+cap slot) travels in :class:`Trigger` payloads and :class:`Pending` items that the caller
+(the simulator or the production sender) stores durably and hands back.
+
+Times are timezone-aware UTC :class:`datetime.datetime` values; user-local time comes from
+the IANA name in :attr:`Context.timezone` (see :attr:`Context.local_now`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+#: Message channels a policy may choose; ``none`` means "do not message".
+CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+NO_ACTION = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One past event of this user, as the engagement log records it.
+
+    ``event`` uses the engagement-log vocabulary (``sent``, ``opened``, ``clicked``,
+    ``product_view``, ``purchase``, ``unsubscribed`` …). ``tag`` is the message type
+    (``marketing``, ``transactional`` …) on message events, else ``None``.
+    """
+
+    ts: datetime
+    event: str
+    channel: str = "none"
+    message_id: str | None = None
+    campaign: str | None = None
+    tag: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What caused this decision.
+
+    ``kind`` is a behaviour event (``signup``, ``product_view``, ``cart_abandon``,
+    ``inactivity`` …) or ``journey_step`` for a follow-up a policy scheduled earlier
+    (its :class:`FollowUp` ``payload`` comes back in ``payload``).
+    """
+
+    kind: str
+    ts: datetime
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a decision may look at.
+
+    Attributes
+    ----------
+    user_id : str
+    now : datetime
+        Current time, timezone-aware UTC.
+    timezone : str
+        The user's IANA timezone name, e.g. ``"Europe/Paris"``.
+    traits : Mapping[str, Any]
+        User traits the policy may observe (segment, affinities …), never hidden state.
+    consent : Mapping[str, bool]
+        Per channel: reachable *and* consented (``{"email": True, "sms": False, …}``).
+    history : Sequence[HistoryEvent]
+        This user's recent events, oldest first, all with ``ts <= now``.
+    trigger : Trigger
+    """
+
+    user_id: str
+    now: datetime
+    timezone: str
+    traits: Mapping[str, Any]
+    consent: Mapping[str, bool]
+    history: Sequence[HistoryEvent]
+    trigger: Trigger
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def local_now(self) -> datetime:
+        """``now`` in the user's timezone (DST-aware)."""
+        return self.now.astimezone(self.zone)
+
+    def can_message(self, channel: str) -> bool:
+        """True if the user is reachable on ``channel``, consented, and not unsubscribed."""
+        if not self.consent.get(channel, False):
+            return False
+        return not any(h.event == "unsubscribed" and h.channel == channel for h in self.history)
+
+    def events_since(
+        self, since: datetime, event: str | None = None, channel: str | None = None,
+        campaign: str | None = None,
+    ) -> list[HistoryEvent]:
+        """History events with ``ts >= since`` matching every filter given."""
+        return [
+            h for h in self.history
+            if h.ts >= since
+            and (event is None or h.event == event)
+            and (channel is None or h.channel == channel)
+            and (campaign is None or h.campaign == campaign)
+        ]
+
+    def with_now(self, now: datetime, trigger: Trigger | None = None) -> "Context":
+        """A copy at another time (and optionally another trigger); history is kept."""
+        return replace(self, now=now, trigger=trigger or self.trigger)
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A step the policy wants to be called back for at ``at`` (UTC).
+
+    The caller stores it durably and, when due, calls the policy again with
+    ``Trigger(kind="journey_step", ts=at, payload=payload)``.
+    """
+
+    at: datetime
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One choice a policy made for one user.
+
+    Attributes
+    ----------
+    action : str
+        What was chosen, as logged in the ``action`` column: a channel (``"sms"``), a
+        channel at an hour (``"email@09h"``), an item, or ``"none"``.
+    channel : str
+        ``email``, ``sms``, ``push`` or ``none`` (no message).
+    propensity : float
+        Probability in [0, 1] the policy had of choosing ``action`` in this context.
+    policy : str
+        Name and version of the deciding policy, e.g. ``"seed_journey@1"``.
+    campaign : str | None
+        Campaign or journey name.
+    send_at : datetime | None
+        When to send (UTC); ``None`` means now.
+    tag : str
+        Message type for caps: ``marketing`` (default), ``transactional``, …
+    priority : int
+        Higher goes first when messages compete for a cap slot.
+    expected_value : float
+        The policy's estimate of the message's value (currency units); the tie-break
+        after ``priority`` in cap arbitration.
+    exempt : bool
+        Exempt from caps and quiet hours (transactional). Whether it still counts towards
+        caps is the pressure rules' ``exempt_counts`` setting.
+    follow_ups : tuple[FollowUp, ...]
+        Later steps to call back for (journeys).
+    """
+
+    action: str
+    channel: str
+    propensity: float
+    policy: str
+    campaign: str | None = None
+    send_at: datetime | None = None
+    tag: str = "marketing"
+    priority: int = 0
+    expected_value: float = 0.0
+    exempt: bool = False
+    follow_ups: tuple[FollowUp, ...] = ()
+    #: Set by pressure rules: why a message was deferred or suppressed (``cap:email:7d``).
+    reason: str | None = None
+    #: Free-form details for the decision log (template, step id …).
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_message(self) -> bool:
+        return self.channel != NO_ACTION
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A decision policy: pure, deterministic given ``(ctx, rng)``.
+
+    ``decide`` returns zero or more decisions (several when a policy messages on more than
+    one channel at once, none when the trigger is not for it). A policy that chooses at
+    random logs the probability of what it chose in :attr:`Decision.propensity`.
+    """
+
+    name: str
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        ...
+
+
+def no_message(policy: str, propensity: float = 1.0, campaign: str | None = None,
+               reason: str | None = None) -> Decision:
+    """The explicit "do not message" decision (logged, so off-policy evaluation sees it)."""
+    return Decision(action=NO_ACTION, channel=NO_ACTION, propensity=propensity,
+                    policy=policy, campaign=campaign, reason=reason)
+
+
+def local_hour(ts: datetime, timezone: str) -> float:
+    """Local clock time of ``ts`` in ``timezone`` as fractional hours in [0, 24)."""
+    t = ts.astimezone(ZoneInfo(timezone))
+    return t.hour + t.minute / 60.0 + t.second / 3600.0
+
+
+def next_local_hour(ts: datetime, timezone: str, hour: float) -> datetime:
+    """The first UTC instant ``>= ts`` at which local time in ``timezone`` is ``hour``.
+
+    DST-aware: on a day the local hour does not exist (spring forward) the instant just
+    after the gap is returned.
+    """
+    zone = ZoneInfo(timezone)
+    local = ts.astimezone(zone)
+    h, m = int(hour), int(round((hour - int(hour)) * 60))
+    for days in range(0, 3):
+        day = (local + timedelta(days=days)).date()
+        cand = datetime(day.year, day.month, day.day, h, m, tzinfo=zone)
+        # normalise through UTC so non-existent local times land after the gap
+        cand_utc = cand.astimezone(ts.tzinfo)
+        if cand_utc >= ts:
+            return cand_utc
+    raise AssertionError("unreachable: a local hour recurs within three days")

@@ -1,0 +1,1 @@
+"""The production sender (a later issue): the same policies, real I/O."""
