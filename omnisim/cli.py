@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
+import pandas as pd
 
 from omnisim import __version__
 from omnisim.errors import OmnisimError
@@ -127,6 +129,125 @@ def _run_report(name: str, out: Path, params: dict) -> None:
     res = run_report(name, out, params)
     click.echo(f"report:   {res.html_path}")
     click.echo(f"notebook: {res.notebook_path}")
+
+
+
+# ---------------------------------------------------------------- simulate / compare
+_scenario_opt = click.option("--scenario", default="default", show_default=True,
+                             help="Built-in scenario name or a scenario YAML file.")
+_users_opt = click.option("--users", "n_users", type=click.IntRange(min=1), default=None,
+                          help="Number of users (default: the scenario's).")
+_days_opt = click.option("--days", type=click.FloatRange(min=0, min_open=True), default=None,
+                         help="Horizon in days (default: the scenario's).")
+
+
+def _jsonable(o):
+    """Plain JSON values: numpy scalars unwrapped, NaN as null (JSON has no NaN)."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, (float, np.floating)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    return str(o)
+
+
+def _dumps(o) -> str:
+    return json.dumps(_jsonable(o), allow_nan=False)
+
+
+@main.command("simulate")
+@_scenario_opt
+@click.option("--policy", default="seed_journey+pressure", show_default=True,
+              help="Policy name (see `omnisim policies`) or a policy YAML file.")
+@_users_opt
+@_days_opt
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same log).")
+@click.option("--log", "log_out", type=click.Path(path_type=Path), default=None,
+              help="Write the engagement log here (.parquet or .csv); users table next to it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | None, seed: int,
+                 log_out: Path | None, as_json: bool, progress: bool) -> None:
+    """Simulate one policy on a scenario and print its metrics."""
+    from omnisim.experiment import run_one
+
+    r = run_one(scenario, policy, seed, n_users=n_users, days=days, progress=progress and not as_json)
+    m = {"users": r.metrics["users"], "days": r.metrics["days"], "seed": seed, "policy": r.policy, **r.metrics}
+    if log_out is not None:
+        from omnisim.log import write_log
+
+        write_log(r.log, log_out)
+        users_path = log_out.with_name(log_out.name.split(".")[0] + "_users.parquet")
+        r.users.to_parquet(users_path, index=False)
+        m["log"], m["users_table"] = str(log_out), str(users_path)
+    if as_json:
+        click.echo(_dumps(m))
+        return
+    for k, v in m.items():
+        click.echo(f"{k:>26}: {v}")
+
+
+@main.command("compare")
+@_scenario_opt
+@click.option("--policies", default="seed_journey+pressure,blast,email_only", show_default=True,
+              help="Comma-separated policy names or YAML files.")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Number of seeds (0..K-1); every policy runs on the same seeds.")
+@_users_opt
+@_days_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON records.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the comparison table (.csv) and the per-run table next to it.")
+def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, days: float | None,
+                as_json: bool, out: Path | None) -> None:
+    """Compare policies over seeds: each metric's mean and 95 % CI."""
+    from omnisim.experiment import compare
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    table = compare(scenario, names, seeds, n_users=n_users, days=days, progress=not as_json)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        table.attrs["runs"].to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
+    if as_json:
+        click.echo(_dumps(table.to_dict(orient="records")))
+        return
+    show = ["messages_per_user", "open_rate", "conversions", "revenue_minus_cost", "unsubscribes",
+            "overload_rate", "cap_violations", "quiet_hour_violations"]
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        for m in show:
+            click.echo(f"\n{m} (mean [95% CI] over {seeds} seeds)")
+            for _, row in table.iterrows():
+                click.echo(f"  {row['policy']:<28} {row[m + '_mean']:>10.4g}  "
+                           f"[{row[m + '_low']:.4g}, {row[m + '_high']:.4g}]")
+
+
+@main.command("policies")
+def policies_cmd() -> None:
+    """List the built-in policies."""
+    from omnisim.policies.registry import list_policies
+
+    for name in list_policies():
+        click.echo(name)
+
+
+@main.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+              help="Folder for the reports, logs and the exported policy.")
+@click.option("--users", "n_users", type=click.IntRange(min=1), default=1500, show_default=True)
+@click.option("--days", type=float, default=21, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+def demo_cmd(out: Path, n_users: int, days: float, seeds: int) -> None:
+    """The main job on embedded defaults: real-data report, simulate, compare, export, report."""
+    from omnisim.demo import run_demo
+
+    for line in run_demo(out, n_users=n_users, days=days, seeds=seeds):
+        click.echo(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

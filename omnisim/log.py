@@ -6,7 +6,7 @@ off-policy evaluation read it. This module holds its schema, :func:`validate`,
 
 Required columns are ``ts``, ``user_id``, ``event`` and ``channel``; the optional ones
 (``action``, ``message_id``, ``campaign``, ``policy``, ``propensity``, ``value``,
-``reason``) read as null when absent, so a four-column export is a valid log. Extra
+``reason``, ``tag``) read as null when absent, so a four-column export is a valid log. Extra
 columns are kept as they are.
 """
 
@@ -33,10 +33,10 @@ CHANNELS: tuple[str, ...] = ("email", "sms", "push", "web", "none")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("ts", "user_id", "event", "channel")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "action", "message_id", "campaign", "policy", "propensity", "value", "reason",
+    "action", "message_id", "campaign", "policy", "propensity", "value", "reason", "tag",
 )
 COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-STRING_COLUMNS = ("user_id", "action", "message_id", "campaign", "policy", "reason")
+STRING_COLUMNS = ("user_id", "action", "message_id", "campaign", "policy", "reason", "tag")
 FLOAT_COLUMNS = ("propensity", "value")
 
 #: Events on which ``message_id`` must be unique within the log (one send per message).

@@ -1,0 +1,155 @@
+"""Policies × seeds on one scenario, scored from the logs, summarised with CIs over seeds.
+
+Every policy runs on the same seeds, so each seed gives every policy the same population
+and world randomness (common random numbers) and differences are not sampling noise alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from omnisim.metrics import log_metrics
+from omnisim.stats import mean_ci
+
+#: Metrics summarised by :func:`compare`, in display order.
+SUMMARY_METRICS: tuple[str, ...] = (
+    "messages_per_user", "messages_per_user_email", "messages_per_user_sms", "messages_per_user_push",
+    "open_rate", "click_rate", "conversions", "purchases", "revenue", "cost", "revenue_minus_cost",
+    "unsubscribes", "churn", "overload_rate", "cap_violations", "quiet_hour_violations",
+    "incremental_conversions",
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One simulation run: its log, users table and metrics."""
+
+    policy: str
+    seed: int
+    log: pd.DataFrame
+    users: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+def _resolve_policy(policy):
+    if isinstance(policy, str):
+        from omnisim.policies.registry import get_policy
+
+        return get_policy(policy)
+    return policy
+
+
+def _resolve_scenario(scenario):
+    if isinstance(scenario, str):
+        from omnisim.model.scenario import load_scenario
+
+        return load_scenario(scenario)
+    return scenario
+
+
+def reference_rules():
+    """The rule set violations are counted against when a policy brings none of its own."""
+    from omnisim.policies.pressure import default_rules
+
+    return default_rules()
+
+
+def holdout_members(policy, user_ids: Iterable[str]) -> set[str]:
+    """Users a policy's global holdout withholds marketing from (empty if it has none)."""
+    holdout = getattr(policy, "holdout", None)
+    if holdout is None:
+        return set()
+    return {u for u in user_ids if holdout.contains(u)}
+
+
+def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
+            rules=None, engine: str = "simpy", progress: bool = False) -> RunResult:
+    """Simulate one policy on one seed and score the log."""
+    from omnisim.model.engine_simpy import simulate
+
+    if engine != "simpy":
+        raise ValueError(f"unknown engine {engine!r}; available: simpy")
+    scenario, policy = _resolve_scenario(scenario), _resolve_policy(policy)
+    res = simulate(scenario, policy, n_users=n_users, days=days, seed=seed, progress=progress)
+    horizon = days if days is not None else scenario.days
+    rules = getattr(policy, "rules", None) or rules or reference_rules()
+    metrics = log_metrics(res.log, res.users, days=horizon, rules=rules,
+                          holdout_users=holdout_members(policy, res.users["user_id"].astype(str)))
+    return RunResult(policy.name, seed, res.log, res.users, metrics)
+
+
+def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_users: int | None = None,
+             days: float | None = None, progress: bool = True, keep_logs: bool = False) -> pd.DataFrame:
+    """Every policy on every seed; one row per run with its metrics (flat columns)."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    scenario = _resolve_scenario(scenario)
+    policies = [_resolve_policy(p) for p in policies]
+    rows, logs = [], {}
+    bar = tqdm(total=len(policies) * len(seeds), desc="simulating", unit="run", disable=not progress)
+    for seed in seeds:
+        for pol in policies:
+            r = run_one(scenario, pol, seed, n_users=n_users, days=days)
+            flat = {k: v for k, v in r.metrics.items() if not isinstance(v, dict)}
+            rows.append({"policy": r.policy, "seed": seed, **flat})
+            if keep_logs:
+                logs[(r.policy, seed)] = (r.log, r.users)
+            bar.update()
+    bar.close()
+    runs = pd.DataFrame(rows)
+    if keep_logs:
+        runs.attrs["logs"] = logs
+    return runs
+
+
+def summarize_runs(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """One row per policy: for each metric ``<m>_mean``, ``<m>_low``, ``<m>_high`` over seeds."""
+    out = []
+    for policy, grp in runs.groupby("policy", sort=False):
+        row: dict[str, Any] = {"policy": policy, "seeds": int(grp["seed"].nunique())}
+        for m in metrics:
+            if m in grp:
+                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(grp[m], confidence)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_users: int | None = None,
+            days: float | None = None, confidence: float = 0.95, progress: bool = True) -> pd.DataFrame:
+    """Compare policies on a scenario: one row per policy, each metric's mean and CI over seeds.
+
+    ``policies`` are names (see ``omnisim.policies.registry.list_policies``), policy objects
+    or paths to policy YAML files. The per-run table is kept in ``result.attrs["runs"]``.
+    """
+    runs = run_grid(scenario, policies, seeds, n_users=n_users, days=days, progress=progress)
+    summary = summarize_runs(runs, confidence=confidence)
+    summary.attrs["runs"] = runs
+    summary.attrs["confidence"] = confidence
+    return summary
+
+
+def plot_comparison(summary: pd.DataFrame, metrics: Sequence[str] = (
+        "messages_per_user", "open_rate", "conversions", "revenue_minus_cost", "unsubscribes", "overload_rate"),
+        ncols: int = 3):
+    """One bar chart per metric, policies side by side, error bars = the CI over seeds."""
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if f"{m}_mean" in summary]
+    nrows = int(np.ceil(len(metrics) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    x = np.arange(len(summary))
+    for ax, m in zip(axes.flat, metrics):
+        mean = summary[f"{m}_mean"].to_numpy(float)
+        err = np.vstack([mean - summary[f"{m}_low"].to_numpy(float), summary[f"{m}_high"].to_numpy(float) - mean])
+        ax.bar(x, mean, yerr=np.nan_to_num(err), capsize=4, color=plt.cm.tab10(x % 10))
+        ax.set_xticks(x, summary["policy"], rotation=20, ha="right", fontsize=8)
+        ax.set_title(m.replace("_", " "))
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

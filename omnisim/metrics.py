@@ -1,0 +1,166 @@
+"""Outcome metrics of one engagement log: volume, engagement, money, harm, rule violations.
+
+Everything is computed from the log (and the users table for timezones), so the same
+function scores a simulated run, the sender's exported log, or a real export.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+MESSAGE_CHANNELS = ("email", "sms", "push")
+
+#: Default attribution windows, hours after a send within which a purchase counts for it
+#: (last touch). Email is read over days; SMS and push act within hours.
+DEFAULT_ATTRIBUTION_H: dict[str, float] = {"email": 72.0, "sms": 24.0, "push": 24.0}
+
+#: A user-day with at least this many messages counts as overloaded.
+OVERLOAD_MESSAGES_PER_DAY = 3
+
+
+def attribute_conversions(log: pd.DataFrame, window_h: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Purchases attributed to the last message sent to the same user before them.
+
+    A purchase is attributed to the latest ``sent`` message of the user whose send time is
+    at most ``window_h[channel]`` hours earlier (last touch). Returns the purchase rows
+    with ``message_id``, ``msg_channel`` and ``msg_campaign`` of the attributed message
+    (null where none qualifies).
+    """
+    window_h = {**DEFAULT_ATTRIBUTION_H, **(window_h or {})}
+    buys = log.loc[log["event"] == "purchase", ["ts", "user_id", "value"]].sort_values("ts")
+    sends = log.loc[log["event"] == "sent", ["ts", "user_id", "channel", "message_id", "campaign"]]
+    sends = sends.rename(columns={"ts": "sent_ts", "channel": "msg_channel", "campaign": "msg_campaign"})
+    sends = sends.assign(msg_channel=sends["msg_channel"].astype(str)).sort_values("sent_ts")
+    if buys.empty:
+        return buys.assign(message_id=pd.Series(dtype="string"), msg_channel=pd.Series(dtype="string"),
+                           msg_campaign=pd.Series(dtype="string"))
+    if sends.empty:
+        return buys.assign(message_id=pd.NA, msg_channel=pd.NA, msg_campaign=pd.NA)
+    max_h = max(window_h.values())
+    merged = pd.merge_asof(
+        buys, sends, left_on="ts", right_on="sent_ts", by="user_id",
+        direction="backward", tolerance=pd.Timedelta(hours=max_h),
+    )
+    age_h = (merged["ts"] - merged["sent_ts"]).dt.total_seconds() / 3600.0
+    limit = merged["msg_channel"].map(window_h).astype(float)
+    ok = merged["message_id"].notna() & (age_h <= limit)
+    for col in ("message_id", "msg_channel", "msg_campaign"):
+        merged[col] = merged[col].where(ok)
+    return merged.drop(columns=["sent_ts"])
+
+
+def _local_days(ts: pd.Series, users: pd.DataFrame | None, user_ids: pd.Series) -> pd.Series:
+    """Calendar date of each timestamp in its user's timezone (UTC when unknown)."""
+    if users is None or "timezone" not in users.columns:
+        return ts.dt.tz_convert("UTC").dt.date
+    tz = user_ids.map(users.set_index("user_id")["timezone"]).fillna("UTC")
+    out = pd.Series(index=ts.index, dtype="object")
+    for name, idx in tz.groupby(tz).groups.items():
+        out.loc[idx] = ts.loc[idx].dt.tz_convert(name).dt.date
+    return out
+
+
+def overload_rate(log: pd.DataFrame, users: pd.DataFrame | None, n_users: int, days: float) -> float:
+    """Share of user-days (user-local calendar days) with 3 or more messages sent."""
+    sent = log.loc[log["event"] == "sent", ["ts", "user_id"]]
+    if sent.empty or n_users == 0 or days <= 0:
+        return 0.0
+    day = _local_days(sent["ts"], users, sent["user_id"])
+    per_day = sent.assign(day=day.values).groupby(["user_id", "day"]).size()
+    return float((per_day >= OVERLOAD_MESSAGES_PER_DAY).sum()) / (n_users * days)
+
+
+def log_metrics(
+    log: pd.DataFrame,
+    users: pd.DataFrame | None = None,
+    *,
+    days: float | None = None,
+    rules: Any = None,
+    holdout_users: set[str] | None = None,
+    attribution_h: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Score one log. Money is in the log's currency units; rates are per message sent.
+
+    Parameters
+    ----------
+    log : validated engagement log.
+    users : users table (``user_id``, ``timezone``); its length is the population size.
+    days : horizon in days (default: the log's span).
+    rules : a ``PressureRules``; cap and quiet-hour violations are counted against it.
+    holdout_users : ids of the global holdout, for incremental conversions.
+    attribution_h : per-channel attribution windows in hours (see :func:`attribute_conversions`).
+    """
+    ev = log["event"].astype(str)
+    n_users = int(len(users)) if users is not None else int(log["user_id"].nunique())
+    if days is None:
+        days = max((log["ts"].max() - log["ts"].min()).total_seconds() / 86400.0, 1.0)
+    sent = log[ev == "sent"]
+    by_channel = {ch: int((sent["channel"] == ch).sum()) for ch in MESSAGE_CHANNELS}
+    messages = int(len(sent))
+    opens = int((ev == "opened").sum())
+    clicks = int((ev == "clicked").sum())
+    purchases = log[ev == "purchase"]
+    attributed = attribute_conversions(log, attribution_h)
+    conv_mask = attributed["message_id"].notna()
+    revenue = float(purchases["value"].fillna(0).sum())
+    cost = float(sent["value"].fillna(0).sum())
+    out: dict[str, Any] = {
+        "users": n_users,
+        "days": float(days),
+        "messages": messages,
+        "messages_by_channel": by_channel,
+        "messages_per_user": messages / n_users if n_users else 0.0,
+        **{f"messages_per_user_{ch}": by_channel[ch] / n_users if n_users else 0.0 for ch in MESSAGE_CHANNELS},
+        "messages_per_user_week": messages / n_users / days * 7 if n_users else 0.0,
+        "opens": opens,
+        "clicks": clicks,
+        "open_rate": opens / messages if messages else float("nan"),
+        "click_rate": clicks / messages if messages else float("nan"),
+        "purchases": int(len(purchases)),
+        "conversions": int(conv_mask.sum()),
+        "conversions_by_channel": {ch: int((attributed["msg_channel"] == ch).sum()) for ch in MESSAGE_CHANNELS},
+        "revenue": revenue,
+        "attributed_revenue": float(attributed.loc[conv_mask, "value"].fillna(0).sum()),
+        "cost": cost,
+        "revenue_minus_cost": revenue - cost,
+        "unsubscribes": int((ev == "unsubscribed").sum()),
+        "unsubscribe_rate": int((ev == "unsubscribed").sum()) / messages if messages else 0.0,
+        "churn": int((ev == "churned").sum()),
+        "overload_rate": overload_rate(log, users, n_users, days),
+        "deferred": int((ev == "deferred").sum()),
+        "suppressed": int((ev == "suppressed").sum()),
+    }
+    out.update(_violations(log, users, rules))
+    out.update(_incremental(log, users, holdout_users))
+    return out
+
+
+def _violations(log: pd.DataFrame, users: pd.DataFrame | None, rules: Any) -> dict[str, int]:
+    if rules is None or users is None:
+        return {"cap_violations": 0, "quiet_hour_violations": 0}
+    from omnisim.policies.pressure import count_violations
+
+    v = count_violations(log, users, rules)
+    return {"cap_violations": int(v["cap_violations"]), "quiet_hour_violations": int(v["quiet_hour_violations"])}
+
+
+def _incremental(log: pd.DataFrame, users: pd.DataFrame | None, holdout: set[str] | None) -> dict[str, float]:
+    """Purchases per user, treated vs global holdout, and the implied incremental purchases."""
+    nan = float("nan")
+    if not holdout or users is None:
+        return {"holdout_users": 0, "conversion_rate_treated": nan, "conversion_rate_holdout": nan,
+                "incremental_conversions": nan}
+    ids = users["user_id"].astype(str)
+    in_holdout = ids.isin(holdout)
+    buyers = log.loc[log["event"] == "purchase"].groupby("user_id").size()
+    per_user = ids.map(buyers).fillna(0).to_numpy(dtype=float)
+    treated, control = per_user[~in_holdout.to_numpy()], per_user[in_holdout.to_numpy()]
+    if len(control) == 0 or len(treated) == 0:
+        return {"holdout_users": int(len(control)), "conversion_rate_treated": nan,
+                "conversion_rate_holdout": nan, "incremental_conversions": nan}
+    rt, rc = float(np.mean(treated)), float(np.mean(control))
+    return {"holdout_users": int(len(control)), "conversion_rate_treated": rt,
+            "conversion_rate_holdout": rc, "incremental_conversions": (rt - rc) * len(treated)}

@@ -1,0 +1,179 @@
+"""``check_policy``: test a policy against the decision-core rules (in gymnasium's
+``env_checker`` spirit) before running it in the simulator or the sender.
+
+It runs the policy on generated contexts (varied timezones around DST changes, consent,
+histories and triggers), follows its journey follow-ups a few steps, and checks that
+
+- ``decide`` returns a ``list`` of :class:`Decision`;
+- every channel is one of ``email``, ``sms``, ``push``, ``none``; propensities are finite
+  and in [0, 1]; ``policy`` names a version (``name@1``);
+- no message goes to a channel the user cannot be messaged on;
+- follow-ups are due at or after ``now`` and ``send_at`` is timezone-aware;
+- the same context and the same rng seed give the same decisions (no hidden randomness,
+  no clock reads);
+- the context is not mutated;
+- if the policy carries pressure ``rules``, ``rules.admit`` accounts for every due pending
+  exactly once, defers only to later times and gives every defer/drop a reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Sequence
+
+import numpy as np
+
+from omnisim.policies.base import (
+    CHANNELS, NO_ACTION, Context, Decision, FollowUp, HistoryEvent, Policy, Trigger,
+)
+
+TIMEZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney",
+             "America/Los_Angeles", "Asia/Kolkata")
+TRIGGERS = ("signup", "product_view", "cart_add", "cart_abandon", "purchase", "visit", "inactivity")
+#: Days around DST changes (US 2026-03-08 / 2026-11-01, EU 2026-03-29 / 2026-10-25).
+ANCHORS = ("2026-03-08", "2026-03-29", "2026-06-15", "2026-10-25", "2026-11-01", "2026-12-31")
+CAMPAIGNS = ("seed_journey", "welcome", "cart_abandon", "browse_abandon", "reactivation",
+             "product_view", None)
+HISTORY_EVENTS = ("sent", "opened", "clicked", "product_view", "visit", "cart_add", "purchase",
+                  "unsubscribed")
+
+
+class PolicyCheckError(AssertionError):
+    """A policy broke a decision-core rule; the message says which and on what context."""
+
+
+def make_context(now: datetime, trigger: str | Trigger = "product_view", *, user_id: str = "u1",
+                 timezone: str = "UTC", consent: dict[str, bool] | None = None,
+                 history: Sequence[HistoryEvent] = (), traits: dict | None = None) -> Context:
+    """A context for tests and notebooks: consent on every channel unless given; history
+    sorted by time."""
+    trig = trigger if isinstance(trigger, Trigger) else Trigger(kind=trigger, ts=now)
+    return Context(user_id=user_id, now=now, timezone=timezone, traits=dict(traits or {}),
+                   consent=dict(consent) if consent is not None else {ch: True for ch in CHANNELS},
+                   history=sorted(history, key=lambda h: h.ts), trigger=trig)
+
+
+def sample_contexts(n: int = 48, seed: int = 0) -> list[Context]:
+    """``n`` varied contexts (seeded): timezones, consent, histories and triggers."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        day = datetime.fromisoformat(ANCHORS[i % len(ANCHORS)]).replace(tzinfo=dt_timezone.utc)
+        now = day + timedelta(hours=float(rng.uniform(-36, 36)))
+        consent = {ch: bool(rng.random() < 0.7) for ch in CHANNELS}
+        history = []
+        for _ in range(int(rng.integers(0, 12))):
+            ts = now - timedelta(hours=float(rng.uniform(0, 24 * 20)))
+            event = str(rng.choice(HISTORY_EVENTS))
+            channel = str(rng.choice(CHANNELS)) if event in ("sent", "opened", "clicked", "unsubscribed") else "web"
+            campaign = CAMPAIGNS[int(rng.integers(len(CAMPAIGNS)))] if channel != "web" else None
+            history.append(HistoryEvent(ts=ts, event=event, channel=channel, campaign=campaign,
+                                        tag="marketing" if channel != "web" else None))
+        history.sort(key=lambda h: h.ts)
+        kind = TRIGGERS[i % len(TRIGGERS)]
+        out.append(Context(user_id=f"check-{seed}-{i}", now=now,
+                           timezone=TIMEZONES[int(rng.integers(len(TIMEZONES)))],
+                           traits={"segment": "check"}, consent=consent, history=history,
+                           trigger=Trigger(kind=kind, ts=now)))
+    return out
+
+
+def check_policy(policy: Policy, contexts: Sequence[Context] | None = None,
+                 rng: np.random.Generator | None = None, follow_depth: int = 4) -> int:
+    """Check ``policy`` on ``contexts`` (default :func:`sample_contexts`); returns the number
+    of decisions checked. Raises :class:`PolicyCheckError` on the first broken rule."""
+    name = getattr(policy, "name", None)
+    if not isinstance(name, str) or "@" not in name:
+        raise PolicyCheckError(f"policy.name must be a string with a version like 'mine@1', got {name!r}")
+    if not callable(getattr(policy, "decide", None)):
+        raise PolicyCheckError(f"{name}: has no decide(ctx, rng) method")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    contexts = list(contexts) if contexts is not None else sample_contexts()
+    rules = getattr(policy, "rules", None)
+    if rules is not None:
+        _check_rules(policy.name, rules, contexts)
+    todo = [(ctx, 0) for ctx in contexts]
+    checked = 0
+    while todo:
+        ctx, depth = todo.pop()
+        seed = int(rng.integers(2**32))
+        decisions = _check_one(policy, ctx, seed)
+        checked += len(decisions)
+        if depth < follow_depth:
+            for d in decisions:
+                for fu in d.follow_ups:
+                    trig = Trigger(kind="journey_step", ts=fu.at, payload=fu.payload)
+                    todo.append((ctx.with_now(fu.at, trig), depth + 1))
+    return checked
+
+
+def _check_one(policy: Policy, ctx: Context, seed: int) -> list[Decision]:
+    where = f"{policy.name} on user {ctx.user_id} at {ctx.now.isoformat()} (trigger {ctx.trigger.kind})"
+    before = copy.deepcopy((dict(ctx.traits), dict(ctx.consent), list(ctx.history), ctx.trigger, ctx.now))
+    out = policy.decide(ctx, np.random.default_rng(seed))
+    after = (dict(ctx.traits), dict(ctx.consent), list(ctx.history), ctx.trigger, ctx.now)
+    if after != before:
+        raise PolicyCheckError(f"{where}: decide() mutated the context")
+    if not isinstance(out, list):
+        raise PolicyCheckError(f"{where}: decide() must return a list of Decision, got {type(out).__name__}")
+    for d in out:
+        _check_decision(d, ctx, where)
+    again = policy.decide(ctx, np.random.default_rng(seed))
+    if again != out:
+        raise PolicyCheckError(f"{where}: not deterministic — the same context and rng seed gave "
+                               f"{_brief(out)} then {_brief(again)}")
+    return out
+
+
+def _check_decision(d: object, ctx: Context, where: str) -> None:
+    if not isinstance(d, Decision):
+        raise PolicyCheckError(f"{where}: decide() returned a {type(d).__name__}, expected Decision")
+    if d.channel not in CHANNELS + (NO_ACTION,):
+        raise PolicyCheckError(f"{where}: channel {d.channel!r} is not one of {CHANNELS + (NO_ACTION,)}")
+    p = d.propensity
+    if not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p <= 1.0:
+        raise PolicyCheckError(f"{where}: propensity {p!r} of action {d.action!r} is not in [0, 1]")
+    if not isinstance(d.policy, str) or "@" not in d.policy:
+        raise PolicyCheckError(f"{where}: Decision.policy must name a version ('mine@1'), got {d.policy!r}")
+    if d.is_message and not ctx.can_message(d.channel):
+        raise PolicyCheckError(f"{where}: messages {d.channel} but the user cannot be messaged there "
+                               "(no consent, unreachable or unsubscribed)")
+    if d.send_at is not None and d.send_at.tzinfo is None:
+        raise PolicyCheckError(f"{where}: send_at must be timezone-aware (UTC)")
+    for fu in d.follow_ups:
+        if not isinstance(fu, FollowUp) or fu.at.tzinfo is None or fu.at < ctx.now:
+            raise PolicyCheckError(f"{where}: follow-up {fu!r} must be a FollowUp due at or after now (UTC)")
+
+
+def _check_rules(name: str, rules: object, contexts: Sequence[Context]) -> None:
+    """``rules.admit`` on a few pendings per context: one outcome each, defers to the future."""
+    from omnisim.policies.pressure import Pending
+
+    if not callable(getattr(rules, "admit", None)):
+        raise PolicyCheckError(f"{name}: .rules has no admit(due, ctx) method")
+    for ctx in contexts:
+        due = [Pending(f"chk{i}", Decision(ch, ch, 1.0, "check@1", campaign=camp, priority=i % 2,
+                                            tag="transactional" if i == 3 else "marketing"),
+                       ctx.now, ctx.now - timedelta(hours=i))
+               for i, (ch, camp) in enumerate([("email", "a"), ("sms", "a"), ("push", "b"), ("email", "c")])]
+        adm = rules.admit(due, ctx)
+        ids = sorted([p.pending_id for p in adm.send] + [p.pending_id for p, _, _ in adm.defer]
+                     + [p.pending_id for p, _ in adm.drop])
+        where = f"{name}: rules.admit at {ctx.now.isoformat()} ({ctx.timezone})"
+        if ids != sorted(p.pending_id for p in due):
+            raise PolicyCheckError(f"{where} must put every due pending in exactly one of "
+                                   f"send/defer/drop; got {ids}")
+        for p, until, reason in adm.defer:
+            if until <= ctx.now or not reason:
+                raise PolicyCheckError(f"{where}: deferred {p.pending_id} to {until} ({reason!r}); "
+                                       "defers need a later time and a reason")
+        for p, reason in adm.drop:
+            if not reason:
+                raise PolicyCheckError(f"{where}: dropped {p.pending_id} without a reason")
+
+
+def _brief(ds: Sequence[Decision]) -> str:
+    return "[" + ", ".join(f"{d.action}(p={d.propensity:g})" for d in ds) + "]"

@@ -1,0 +1,355 @@
+"""Rule journeys: triggers, waits, conditions, branches, exits — in YAML or Python.
+
+A :class:`Journey` is a stateless policy. A behaviour trigger in ``triggers`` *enters* it;
+each :class:`Step` then runs at its time (``delay_h`` after the previous step, then — if
+``at_local_hour`` is set — at the next occurrence of that local hour, DST-aware), checks its
+``when`` conditions (all must hold), messages on its ``channel`` and goes to ``next``
+(conditions held) or ``otherwise`` (they did not). Both default to the following step in
+the list; ``"exit"`` ends the journey. All state travels in the :class:`FollowUp` payload::
+
+    {"journey", "entry_id", "entered_at" (ISO UTC), "step", "step_at" (ISO UTC, when the
+     previous step ran), "sent" (ids of steps that messaged)}
+
+What the journey relies on from the history (``Context.history``):
+
+- The journey's own messages are recognised by ``campaign == journey name``: the engine
+  must copy the decision's campaign onto ``sent``, ``opened`` and ``clicked`` events.
+  Conditions on message events (``opened``, ``clicked``, ``delivered``, ``sent``) match the
+  journey's campaign by default (``own: false`` to match any campaign); the step that sent
+  a message is in ``Decision.meta["step"]`` for the log, not in the history.
+- Conditions look at events strictly after the entry (``since: entry``) or after the
+  previous step ran (``since: step``).
+- Exits: an event in ``exit_on`` (default ``purchase``, ``unsubscribed``) after entry ends
+  the journey at its next step (a ``none`` decision with ``meta["exit"]``).
+- Re-entry: no entry while the journey sent a message within ``reentry_cooldown_h``
+  (default: the journey's span); at most ``max_entries`` entries visible in the history
+  (entries are counted as clusters of the journey's sends at least a span apart).
+- A per-journey holdout (``holdout_share``) answers entry with ``none`` / ``holdout``;
+  the journey's decisions for other users carry propensity ``1 - holdout_share``.
+
+Later steps set ``meta["dedup"] = False``: a journey's follow-up on another channel is a
+deliberate sequence, not a duplicate, for the pressure rules' dedup.
+
+YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
+
+    name: seed_journey            # campaign name; the policy is "seed_journey@<version>"
+    version: 1
+    triggers: [product_view, cart_abandon]
+    exit_on: [purchase, unsubscribed]
+    reentry_cooldown_h: 72        # optional; max_entries, holdout_share, holdout_salt too
+    steps:
+      - {id: offer_email, channel: email, template: offer_intro, expected_value: 1.0}
+      - id: sms_nudge
+        channel: sms              # email | sms | push | none
+        delay_h: 4                # then optionally at_local_hour: 10
+        when: [{event: opened, channel: email, since: entry, negate: true}]
+        next: visit_push          # optional (default: the following step); otherwise: exit
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from omnisim.log import EVENTS
+from omnisim.policies import _spec
+from omnisim.policies.base import (
+    CHANNELS, NO_ACTION, Context, Decision, FollowUp, Policy, next_local_hour, no_message,
+)
+from omnisim.policies.holdout import in_holdout
+
+EXIT = "exit"
+SINCE = ("entry", "step")
+OWN_BY_DEFAULT = ("sent", "delivered", "opened", "clicked", "bounced")
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "journeys"
+
+
+class JourneyError(_spec.SpecError):
+    """An invalid journey; the message names the key path and the expected type."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``event`` (optionally on ``channel``) happened strictly after ``since`` — or, with
+    ``negate``, did not. ``own`` restricts to the journey's campaign (default: true for
+    message events, false for behaviour events)."""
+
+    event: str
+    since: str = "step"
+    channel: str | None = None
+    own: bool | None = None
+    negate: bool = False
+
+    def holds(self, ctx: Context, campaign: str, entered_at: datetime, step_at: datetime) -> bool:
+        since = entered_at if self.since == "entry" else step_at
+        own = self.own if self.own is not None else self.event in OWN_BY_DEFAULT
+        found = any(
+            h.ts > since and h.event == self.event
+            and (self.channel is None or h.channel == self.channel)
+            and (not own or h.campaign == campaign)
+            for h in ctx.history)
+        return found != self.negate
+
+
+@dataclass(frozen=True)
+class Step:
+    """One journey step: wait (``delay_h`` hours, then until ``at_local_hour``), check
+    ``when``, message on ``channel`` (``none`` for a pure branch/wait step)."""
+
+    id: str
+    channel: str
+    delay_h: float = 0.0
+    at_local_hour: float | None = None
+    when: tuple[Condition, ...] = ()
+    next: str | None = None
+    otherwise: str | None = None
+    template: str | None = None
+    tag: str = "marketing"
+    priority: int = 0
+    expected_value: float = 0.0
+
+    def due(self, after: datetime, timezone: str) -> datetime:
+        """When this step runs if the previous one ran at ``after`` (UTC)."""
+        at = after + timedelta(hours=self.delay_h)
+        return next_local_hour(at, timezone, self.at_local_hour) if self.at_local_hour is not None else at
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A rule journey; a :class:`~omnisim.policies.base.Policy` named ``<journey>@<version>``."""
+
+    journey: str
+    triggers: tuple[str, ...]
+    steps: tuple[Step, ...]
+    version: int = 1
+    exit_on: tuple[str, ...] = ("purchase", "unsubscribed")
+    reentry_cooldown_h: float | None = None
+    max_entries: int | None = None
+    holdout_share: float = 0.0
+    holdout_salt: str = "omnisim-journey"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def name(self) -> str:
+        return f"{self.journey}@{self.version}"
+
+    @property
+    def span_h(self) -> float:
+        """An upper bound on the hours from entry to the last step."""
+        return sum(s.delay_h + (24.0 if s.at_local_hour is not None else 0.0) for s in self.steps) + 1.0
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def target(self, index: int, ok: bool) -> Step | None:
+        """The step after ``steps[index]`` given whether its conditions held."""
+        s = self.steps[index]
+        goto = s.next if ok else s.otherwise
+        if goto is None:
+            return self.steps[index + 1] if index + 1 < len(self.steps) else None
+        return None if goto == EXIT else self.step(goto)
+
+    # -- deciding --------------------------------------------------------------------------
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        trig = ctx.trigger
+        if trig.kind == "journey_step":
+            if trig.payload.get("journey") != self.journey:
+                return []
+            return self._run(ctx, dict(trig.payload))
+        if trig.kind not in self.triggers or not self._may_enter(ctx):
+            return []
+        if in_holdout(ctx.user_id, self.holdout_share, f"{self.holdout_salt}:{self.journey}"):
+            return [no_message(self.name, self.holdout_share, self.journey, reason="holdout")]
+        now = ctx.now.isoformat()
+        payload = {"journey": self.journey, "entry_id": f"{self.journey}:{ctx.user_id}:{now}",
+                   "entered_at": now, "step": self.steps[0].id, "step_at": now, "sent": []}
+        at = self.steps[0].due(ctx.now, ctx.timezone)
+        if at <= ctx.now:
+            return self._run(ctx, payload)
+        wait = no_message(self.name, 1.0 - self.holdout_share, self.journey)
+        return [replace(wait, follow_ups=(FollowUp(at, payload),),
+                        meta={"step": "entry", "entry_id": payload["entry_id"]})]
+
+    def _may_enter(self, ctx: Context) -> bool:
+        sends = sorted(h.ts for h in ctx.history if h.event == "sent" and h.campaign == self.journey)
+        cooldown = self.reentry_cooldown_h if self.reentry_cooldown_h is not None else self.span_h
+        if sends and sends[-1] > ctx.now - timedelta(hours=cooldown):
+            return False
+        if self.max_entries is not None:
+            entries, start = 0, None
+            for ts in sends:
+                if start is None or ts > start + timedelta(hours=self.span_h):
+                    entries, start = entries + 1, ts
+            return entries < self.max_entries
+        return True
+
+    def _run(self, ctx: Context, payload: dict[str, Any]) -> list[Decision]:
+        index = next((i for i, s in enumerate(self.steps) if s.id == payload.get("step")), None)
+        meta: dict[str, Any] = {"step": payload.get("step"), "entry_id": payload.get("entry_id")}
+        p = 1.0 - self.holdout_share
+        if index is None:  # a payload from another version of this journey
+            return [replace(no_message(self.name, p, self.journey), meta=meta | {"exit": "unknown_step"})]
+        step = self.steps[index]
+        try:
+            entered_at = datetime.fromisoformat(payload["entered_at"])
+            step_at = datetime.fromisoformat(payload["step_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JourneyError(f"{self.name}: journey_step payload needs ISO 'entered_at' and "
+                               f"'step_at' timestamps, got {dict(payload)!r} ({exc})") from None
+        for event in self.exit_on:
+            if any(h.event == event and h.ts > entered_at for h in ctx.history):
+                return [replace(no_message(self.name, p, self.journey), meta=meta | {"exit": event})]
+        ok = all(c.holds(ctx, self.journey, entered_at, step_at) for c in step.when)
+        sent = list(payload.get("sent", []))
+        if not ok or step.channel == NO_ACTION:
+            decision = replace(no_message(self.name, p, self.journey),
+                               meta=meta | {"branch": "next" if ok else "otherwise"})
+        elif not ctx.can_message(step.channel):
+            decision = replace(no_message(self.name, p, self.journey, reason="no_consent"), meta=meta)
+        else:
+            sent.append(step.id)
+            decision = Decision(
+                action=step.channel, channel=step.channel, propensity=p, policy=self.name,
+                campaign=self.journey, tag=step.tag, priority=step.priority,
+                expected_value=step.expected_value,
+                meta=meta | {"template": step.template or step.id, "dedup": index == 0})
+        nxt = self.target(index, ok)
+        if nxt is not None:
+            follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
+            decision = replace(decision, follow_ups=(FollowUp(nxt.due(ctx.now, ctx.timezone), follow),))
+        return [decision]
+
+
+@dataclass(frozen=True)
+class JourneySet:
+    """Several journeys as one policy: every journey sees behaviour triggers; a
+    ``journey_step`` goes to the journey named in its payload."""
+
+    journeys: tuple[Policy, ...]
+    label: str = "journeys"
+    version: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}@{self.version}"
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        out: list[Decision] = []
+        for j in self.journeys:
+            out.extend(j.decide(ctx, rng))
+        return out
+
+
+# -- validation and YAML ---------------------------------------------------------------------
+
+def _validate(j: Journey) -> None:
+    E = JourneyError
+    if not j.steps:
+        raise E(f"{j.journey}.steps: expected a non-empty list of steps")
+    ids = [s.id for s in j.steps]
+    for i, s in enumerate(j.steps):
+        p = f"{j.journey}.steps[{i}]"
+        if ids.count(s.id) > 1:
+            raise E(f"{p}.id: step ids must be unique, {s.id!r} repeats")
+        if s.channel not in CHANNELS + (NO_ACTION,):
+            raise _spec.fail(E, f"{p}.channel", "one of " + ", ".join(CHANNELS + (NO_ACTION,)), s.channel)
+        for key in ("next", "otherwise"):
+            goto = getattr(s, key)
+            if goto is not None and goto != EXIT and goto not in ids:
+                raise _spec.fail(E, f"{p}.{key}", "a step id or 'exit'", goto)
+            if goto is not None and goto in ids and ids.index(goto) <= i:
+                raise _spec.fail(E, f"{p}.{key}", "a later step id (journeys do not loop)", goto)
+        if s.delay_h < 0:
+            raise _spec.fail(E, f"{p}.delay_h", "a number >= 0", s.delay_h)
+        if s.at_local_hour is not None and not 0 <= s.at_local_hour < 24:
+            raise _spec.fail(E, f"{p}.at_local_hour", "a number in [0, 24)", s.at_local_hour)
+        for k, c in enumerate(s.when):
+            if c.event not in EVENTS:
+                raise _spec.fail(E, f"{p}.when[{k}].event", "an engagement-log event", c.event)
+            if c.since not in SINCE:
+                raise _spec.fail(E, f"{p}.when[{k}].since", "entry or step", c.since)
+    if not 0.0 <= j.holdout_share <= 1.0:
+        raise _spec.fail(E, f"{j.journey}.holdout_share", "a number in [0, 1]", j.holdout_share)
+    if "journey_step" in j.triggers:
+        raise E(f"{j.journey}.triggers: journey_step is reserved for follow-ups")
+
+
+def _strings(spec: Mapping[str, Any], key: str, path: str, default: Any = ...) -> tuple[str, ...]:
+    items = _spec.get_list(spec, key, path, JourneyError, default=default)
+    for i, v in enumerate(items):
+        if not isinstance(v, str):
+            raise _spec.fail(JourneyError, _spec.join(path, f"{key}[{i}]"), "a string", v)
+    return tuple(items)
+
+
+def _condition(spec: Any, path: str) -> Condition:
+    E, g = JourneyError, _spec.get
+    c = _spec.check_keys(spec, {"event", "since", "channel", "own", "negate"}, path, E)
+    return Condition(event=g(c, "event", str, path, E, choices=EVENTS),
+                     since=g(c, "since", str, path, E, default="step", choices=SINCE),
+                     channel=g(c, "channel", str, path, E, default=None),
+                     own=g(c, "own", bool, path, E, default=None),
+                     negate=g(c, "negate", bool, path, E, default=False))
+
+
+def _step(spec: Any, path: str) -> Step:
+    E, g = JourneyError, _spec.get
+    keys = {"id", "channel", "delay_h", "at_local_hour", "when", "next", "otherwise", "template",
+            "tag", "priority", "expected_value"}
+    s = _spec.check_keys(spec, keys, path, E)
+    when = [_condition(c, _spec.join(path, f"when[{i}]")) for i, c in enumerate(_spec.get_list(s, "when", path, E, []))]
+    return Step(id=g(s, "id", str, path, E),
+                channel=g(s, "channel", str, path, E, choices=CHANNELS + (NO_ACTION,)),
+                delay_h=g(s, "delay_h", float, path, E, default=0.0, minimum=0),
+                at_local_hour=g(s, "at_local_hour", float, path, E, default=None, minimum=0),
+                when=tuple(when), next=g(s, "next", str, path, E, default=None),
+                otherwise=g(s, "otherwise", str, path, E, default=None),
+                template=g(s, "template", str, path, E, default=None),
+                tag=g(s, "tag", str, path, E, default="marketing"),
+                priority=g(s, "priority", int, path, E, default=0),
+                expected_value=g(s, "expected_value", float, path, E, default=0.0))
+
+
+def journey_from_dict(spec: Any, path: str = "") -> Journey:
+    """A :class:`Journey` from a YAML-shaped mapping; :class:`JourneyError` names the key."""
+    E, g = JourneyError, _spec.get
+    keys = {"name", "version", "triggers", "steps", "exit_on", "reentry_cooldown_h",
+            "max_entries", "holdout_share", "holdout_salt", "description"}
+    spec = _spec.check_keys(spec, keys, path, E)
+    steps = [_step(s, _spec.join(path, f"steps[{i}]"))
+             for i, s in enumerate(_spec.get_list(spec, "steps", path, E))]
+    fields = dict(
+        journey=g(spec, "name", str, path, E), triggers=_strings(spec, "triggers", path),
+        steps=tuple(steps), version=g(spec, "version", int, path, E, default=1, minimum=0),
+        exit_on=_strings(spec, "exit_on", path, default=["purchase", "unsubscribed"]),
+        reentry_cooldown_h=g(spec, "reentry_cooldown_h", float, path, E, default=None, minimum=0),
+        max_entries=g(spec, "max_entries", int, path, E, default=None, minimum=1),
+        holdout_share=g(spec, "holdout_share", float, path, E, default=0.0, minimum=0),
+        holdout_salt=g(spec, "holdout_salt", str, path, E, default="omnisim-journey"))
+    try:
+        return Journey(**fields)
+    except JourneyError as exc:
+        raise JourneyError(f"{path} {exc}" if path else str(exc)) from None
+
+
+def load_journey(source: str | Path | Mapping[str, Any]) -> Journey:
+    """A journey from a YAML file, a mapping, or a built-in name (``seed_journey`` …)."""
+    if isinstance(source, str) and source in builtin_journeys():
+        source = BUILTIN_DIR / f"{source}.yaml"
+    data, label = _spec.load_yaml(source, JourneyError)
+    return journey_from_dict(data, f"{label}:" if label else "")
+
+
+def builtin_journeys() -> Sequence[str]:
+    """Names of the built-in journeys (YAML files in ``omnisim/builtin/journeys``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+__all__ = ["Condition", "Step", "Journey", "JourneySet", "JourneyError", "journey_from_dict",
+           "load_journey", "builtin_journeys"]

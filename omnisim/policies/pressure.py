@@ -1,0 +1,421 @@
+"""Pressure rules: frequency caps, quiet hours, escalation, dedup — composable over any policy.
+
+A policy wrapped with :func:`with_pressure` exposes ``.rules`` (a :class:`PressureRules`).
+Engines turn each message decision into a :class:`Pending` and, at time ``t``, call
+``rules.admit(due_pendings, ctx)`` (see ``docs/decision-core.md``). ``admit`` is pure: what
+was already sent comes from ``ctx.history`` (``sent`` events).
+
+Rules, in the order ``admit`` applies them to one non-exempt pending:
+
+1. consent (``no_consent``, dropped);
+2. quiet hours in the user's local time (``quiet_hours``; per rule ``defer`` to the window's
+   end, or ``drop``);
+3. dedup: the same campaign already sent on any channel within ``dedup_h``
+   (``dedup``, dropped; a decision with ``meta["dedup"] is False`` opts out — journeys'
+   later steps do, they are deliberate sequences of one offer);
+4. escalation (``priority``): e.g. SMS only after the campaign's email went out ``wait_h``
+   earlier and drew no open/click;
+5. caps (``cap:<scope>:<window>``) — global, per channel and/or per tag, over a rolling
+   window (``window_h``, label ``7d`` / ``36h``) or a calendar window in the user's
+   timezone (``calendar: day|week``, label ``cal-day`` / ``cal-week``; weeks start Monday
+   00:00 local). Adaptive caps: ``engaged_max`` applies to users with at least
+   ``engaged_min_interactions`` opens/clicks in the last ``engaged_window_h``.
+
+Arbitration is by value, not arrival order: exempt pendings go first, then the rest in
+decreasing ``(priority, expected_value)`` (ties: rank in ``channel_priority``, then
+``created``, then ``pending_id``), each seeing the sends admitted before it. A blocked
+pending is deferred to the exact instant the blocking rule frees (the oldest counted send
+leaving a rolling window, the next calendar period, the end of quiet hours), or dropped as
+``expired`` when that is more than ``max_defer_h`` after it was created. When several caps
+bind, the latest of their free instants is used.
+
+:func:`count_violations` (in :mod:`omnisim.policies.violations`) counts cap and quiet-hour
+violations in a log.
+
+Exemption: a decision is exempt when ``decision.exempt`` or its ``tag`` is in
+``exempt_tags``. A past send is recognised as exempt by its tag only (the history keeps
+tags, not the flag), and counts towards caps only when ``exempt_counts`` is true.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from omnisim.policies import _spec
+from omnisim.policies.base import CHANNELS, Context, Decision, Policy, local_hour, next_local_hour
+from omnisim.policies.violations import ENGAGEMENT_EVENTS, count_violations
+
+CALENDARS = ("day", "week")
+QUIET_ACTIONS = ("defer", "drop")
+
+
+__all__ = ["Pending", "Admission", "Cap", "QuietHours", "Escalation", "PressureRules",
+           "PressuredPolicy", "PressureRulesError", "with_pressure", "default_rules", "load_rules",
+           "rules_from_dict", "count_violations"]
+
+
+class PressureRulesError(_spec.SpecError):
+    """An invalid pressure-rule spec; the message names the key path and expected type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A message decision waiting to be admitted: due at ``due`` (UTC), decided at ``created``."""
+
+    pending_id: str
+    decision: Decision
+    due: datetime
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`PressureRules.admit` decided for the due pendings."""
+
+    send: list[Pending] = field(default_factory=list)
+    defer: list[tuple[Pending, datetime, str]] = field(default_factory=list)
+    drop: list[tuple[Pending, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most ``max`` counted sends per window, for sends matching ``channel`` and ``tag``.
+
+    Exactly one of ``window_h`` (rolling, hours) or ``calendar`` (``day`` / ``week`` in the
+    user's timezone) is set. ``None`` channel/tag means any. ``engaged_max`` (optional)
+    replaces ``max`` for engaged users.
+    """
+
+    max: int
+    window_h: float | None = None
+    calendar: str | None = None
+    channel: str | None = None
+    tag: str | None = None
+    engaged_max: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.window_h is None) == (self.calendar is None):
+            raise PressureRulesError("cap: set exactly one of window_h or calendar")
+        if self.calendar is not None and self.calendar not in CALENDARS:
+            raise PressureRulesError(f"cap.calendar: expected one of day, week, got {self.calendar!r}")
+
+    @property
+    def reason(self) -> str:
+        """``cap:<scope>:<window>``, e.g. ``cap:email:7d``, ``cap:all:cal-week``."""
+        parts = [p for p in (self.channel, self.tag and f"tag={self.tag}") if p]
+        scope = "+".join(parts) if parts else "all"
+        if self.calendar:
+            label = f"cal-{self.calendar}"
+        elif self.window_h % 24 == 0:
+            label = f"{self.window_h / 24:g}d"
+        else:
+            label = f"{self.window_h:g}h"
+        return f"cap:{scope}:{label}"
+
+    def applies(self, channel: str, tag: str | None) -> bool:
+        return (self.channel is None or self.channel == channel) and (
+            self.tag is None or self.tag == tag)
+
+    def limit(self, engaged: bool) -> int:
+        return self.engaged_max if engaged and self.engaged_max is not None else self.max
+
+    def window(self, now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime | None]:
+        """``(start, next_start)``: sends with ``ts > start`` (rolling) or ``ts >= start``
+        (calendar) count at ``now``; ``next_start`` is the next calendar period (or None)."""
+        if self.window_h is not None:
+            return now - timedelta(hours=self.window_h), None
+        start_day, days = _period(now.astimezone(zone).date(), self.calendar)
+        return _local_midnight(start_day, zone), _local_midnight(start_day + timedelta(days=days), zone)
+
+    def in_window(self, ts: datetime, start: datetime) -> bool:
+        return ts > start if self.window_h is not None else ts >= start
+
+    def free_at(self, counted: Sequence[datetime], limit: int, start: datetime,
+                next_start: datetime | None) -> datetime:
+        """The first instant a new send fits, given the counted sends in the window (sorted)."""
+        if next_start is not None or limit <= 0:
+            return next_start if next_start is not None else datetime.max.replace(tzinfo=start.tzinfo)
+        k = len(counted) - limit  # this one (0-based, oldest first) must leave the window
+        return counted[k] + timedelta(hours=self.window_h)
+
+
+def _period(day: date, calendar: str | None) -> tuple[date, int]:
+    if calendar == "week":
+        return day - timedelta(days=day.weekday()), 7
+    return day, 1
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(ZoneInfo("UTC"))
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """No non-exempt send from ``start_h`` to ``end_h`` local time (wraps midnight when
+    ``start_h > end_h``). ``action``: ``defer`` to ``end_h`` or ``drop``; ``channels``: the
+    channels it applies to (``None``: all)."""
+
+    start_h: float
+    end_h: float
+    action: str = "defer"
+    channels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in QUIET_ACTIONS:
+            raise PressureRulesError(f"quiet_hours.action: expected defer or drop, got {self.action!r}")
+
+    def applies(self, channel: str) -> bool:
+        return self.channels is None or channel in self.channels
+
+    def active(self, hour: float) -> bool:
+        if self.start_h <= self.end_h:
+            return self.start_h <= hour < self.end_h
+        return hour >= self.start_h or hour < self.end_h
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Send on ``channel`` only after the same campaign went out on ``after`` at least
+    ``wait_h`` hours earlier (within ``lookback_h``) and was not opened or clicked.
+
+    When the user cannot be reached on ``after`` the rule does not apply."""
+
+    channel: str
+    after: str
+    wait_h: float
+    lookback_h: float = 72.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    ts: datetime
+    channel: str
+    tag: str | None
+    campaign: str | None
+
+
+@dataclass(frozen=True)
+class PressureRules:
+    """A set of pressure rules; :meth:`admit` applies them (module docstring has the order).
+
+    Durations: ``dedup_h``, ``max_defer_h``, ``engaged_window_h`` in hours.
+    ``channel_priority``: channels listed earlier win ties of equal value (e.g. the same
+    offer on email and SMS at once, under dedup or a binding cap).
+    """
+
+    caps: tuple[Cap, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()
+    dedup_h: float | None = None
+    escalations: tuple[Escalation, ...] = ()
+    exempt_tags: tuple[str, ...] = ("transactional",)
+    exempt_counts: bool = False
+    max_defer_h: float = 72.0
+    engaged_min_interactions: int = 2
+    engaged_window_h: float = 720.0
+    channel_priority: tuple[str, ...] = ()
+    name: str = "pressure@1"
+
+    # -- what counts -------------------------------------------------------------------
+    def is_exempt(self, decision: Decision) -> bool:
+        return decision.exempt or decision.tag in self.exempt_tags
+
+    def counts(self, tag: str | None) -> bool:
+        """Whether a send with this tag counts towards caps."""
+        return self.exempt_counts or tag not in self.exempt_tags
+
+    def is_engaged(self, history: Sequence[Any], now: datetime) -> bool:
+        since = now - timedelta(hours=self.engaged_window_h)
+        n = sum(1 for h in history if h.event in ENGAGEMENT_EVENTS and since < h.ts <= now)
+        return n >= self.engaged_min_interactions
+
+    # -- admission -----------------------------------------------------------------------
+    def admit(self, due: Sequence[Pending], ctx: Context) -> Admission:
+        """Decide which due pendings go now, which wait (until when, why) and which never go."""
+        now = ctx.now
+        sent = [_Sent(h.ts, h.channel, h.tag, h.campaign) for h in ctx.history if h.event == "sent"]
+        engaged = self.is_engaged(ctx.history, now)
+        hour = local_hour(now, ctx.timezone)
+        out = Admission()
+        for p in sorted(due, key=self._order):
+            d = p.decision
+            if not d.is_message:
+                out.drop.append((p, "no_message"))
+                continue
+            if not ctx.can_message(d.channel):
+                out.drop.append((p, "no_consent"))
+                continue
+            if not self.is_exempt(d):
+                verdict = self._check(d, ctx, sent, engaged, hour)
+                if verdict is not None:
+                    until, reason = verdict
+                    if until is None:
+                        out.drop.append((p, reason))
+                    elif until - p.created > timedelta(hours=self.max_defer_h):
+                        out.drop.append((p, "expired"))
+                    else:
+                        out.defer.append((p, until, reason))
+                    continue
+            out.send.append(p)
+            sent.append(_Sent(now, d.channel, d.tag, d.campaign))
+        return out
+
+    def _order(self, p: Pending) -> tuple[Any, ...]:
+        d = p.decision
+        rank = (self.channel_priority.index(d.channel) if d.channel in self.channel_priority
+                else len(self.channel_priority))
+        return (not self.is_exempt(d), -d.priority, -d.expected_value, rank, p.created, p.pending_id)
+
+    def _check(self, d: Decision, ctx: Context, sent: list[_Sent], engaged: bool,
+               hour: float) -> tuple[datetime | None, str] | None:
+        """``None`` if ``d`` may go now, else ``(defer_until or None to drop, reason)``."""
+        now = ctx.now
+        for q in self.quiet_hours:
+            if q.applies(d.channel) and q.active(hour):
+                if q.action == "drop":
+                    return None, "quiet_hours"
+                return next_local_hour(now, ctx.timezone, q.end_h), "quiet_hours"
+        if self.dedup_h is not None and d.campaign is not None and d.meta.get("dedup", True):
+            since = now - timedelta(hours=self.dedup_h)
+            if any(s.campaign == d.campaign and s.ts > since for s in sent):
+                return None, "dedup"
+        for esc in self.escalations:
+            verdict = _escalate(esc, d, ctx, sent)
+            if verdict is not None:
+                return verdict
+        holds: list[tuple[datetime, str]] = []
+        for cap in self.caps:
+            if not cap.applies(d.channel, d.tag):
+                continue
+            start, next_start = cap.window(now, ctx.zone)
+            counted = sorted(s.ts for s in sent if cap.applies(s.channel, s.tag)
+                             and self.counts(s.tag) and cap.in_window(s.ts, start))
+            limit = cap.limit(engaged)
+            if len(counted) >= limit:
+                holds.append((cap.free_at(counted, limit, start, next_start), cap.reason))
+        return max(holds) if holds else None
+
+
+def _escalate(esc: Escalation, d: Decision, ctx: Context,
+              sent: list[_Sent]) -> tuple[datetime | None, str] | None:
+    if d.channel != esc.channel or not ctx.can_message(esc.after):
+        return None
+    since = ctx.now - timedelta(hours=esc.lookback_h)
+    earlier = [s.ts for s in sent if s.channel == esc.after and s.campaign == d.campaign
+               and s.ts > since]
+    if not earlier:
+        return None, "priority"
+    first = min(earlier)
+    if any(h.event in ENGAGEMENT_EVENTS and h.channel == esc.after and h.campaign == d.campaign
+           and h.ts >= first for h in ctx.history):
+        return None, "priority"
+    ready = first + timedelta(hours=esc.wait_h)
+    return (ready, "priority") if ctx.now < ready else None
+
+
+# -- composition -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PressuredPolicy:
+    """``policy`` with pressure ``rules`` attached; decisions are the wrapped policy's."""
+
+    policy: Policy
+    rules: PressureRules
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy.name}+{self.rules.name}"
+
+    @property
+    def holdout(self) -> Any:
+        """The wrapped policy's global holdout, if any (see :mod:`omnisim.policies.holdout`)."""
+        return getattr(self.policy, "holdout", None)
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        return self.policy.decide(ctx, rng)
+
+
+def with_pressure(policy: Policy, rules: PressureRules | None = None) -> PressuredPolicy:
+    """Attach pressure rules (default: :func:`default_rules`) to any policy."""
+    return PressuredPolicy(policy, rules if rules is not None else default_rules())
+
+
+# -- YAML ----------------------------------------------------------------------------------
+
+DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "builtin" / "pressure" / "default.yaml"
+
+
+def default_rules() -> PressureRules:
+    """The built-in rule set (``omnisim/builtin/pressure/default.yaml``)."""
+    return load_rules(DEFAULT_RULES_PATH)
+
+
+def load_rules(source: str | Path | Mapping[str, Any]) -> PressureRules:
+    """Pressure rules from a YAML file or a mapping; :class:`PressureRulesError` names the key."""
+    data, label = _spec.load_yaml(source, PressureRulesError)
+    return rules_from_dict(data, f"{label}:" if label else "")
+
+
+def rules_from_dict(spec: Any, path: str = "") -> PressureRules:
+    E, g = PressureRulesError, _spec.get
+    top = {"name", "caps", "quiet_hours", "dedup_h", "escalation", "exempt_tags",
+           "exempt_counts", "max_defer_h", "engaged", "channel_priority"}
+    spec = _spec.check_keys(spec, top, path, E)
+    pre = path
+    caps = []
+    for i, c in enumerate(_spec.get_list(spec, "caps", pre, E, default=[])):
+        p = _spec.join(pre, f"caps[{i}]")
+        c = _spec.check_keys(c, {"max", "window_h", "calendar", "channel", "tag", "engaged_max"}, p, E)
+        if ("window_h" in c) == ("calendar" in c):
+            raise E(f"{p}: set exactly one of window_h (rolling hours) or calendar (day|week)")
+        caps.append(Cap(
+            max=g(c, "max", int, p, E, minimum=0),
+            window_h=g(c, "window_h", float, p, E, default=None, minimum=1e-9),
+            calendar=g(c, "calendar", str, p, E, default=None, choices=CALENDARS),
+            channel=g(c, "channel", str, p, E, default=None, choices=CHANNELS),
+            tag=g(c, "tag", str, p, E, default=None),
+            engaged_max=g(c, "engaged_max", int, p, E, default=None, minimum=0)))
+    quiet = []
+    for i, q in enumerate(_spec.get_list(spec, "quiet_hours", pre, E, default=[])):
+        p = _spec.join(pre, f"quiet_hours[{i}]")
+        q = _spec.check_keys(q, {"start_h", "end_h", "action", "channels"}, p, E)
+        chans = g(q, "channels", list, p, E, default=None)
+        for j, ch in enumerate(chans or []):
+            if ch not in CHANNELS:
+                raise _spec.fail(E, _spec.join(p, f"channels[{j}]"), "one of " + ", ".join(CHANNELS), ch)
+        quiet.append(QuietHours(
+            start_h=g(q, "start_h", float, p, E, minimum=0), end_h=g(q, "end_h", float, p, E, minimum=0),
+            action=g(q, "action", str, p, E, default="defer", choices=QUIET_ACTIONS),
+            channels=tuple(chans) if chans is not None else None))
+    escs = []
+    for i, e in enumerate(_spec.get_list(spec, "escalation", pre, E, default=[])):
+        p = _spec.join(pre, f"escalation[{i}]")
+        e = _spec.check_keys(e, {"channel", "after", "wait_h", "lookback_h"}, p, E)
+        escs.append(Escalation(
+            channel=g(e, "channel", str, p, E, choices=CHANNELS),
+            after=g(e, "after", str, p, E, choices=CHANNELS),
+            wait_h=g(e, "wait_h", float, p, E, minimum=0),
+            lookback_h=g(e, "lookback_h", float, p, E, default=72.0, minimum=0)))
+    tags = g(spec, "exempt_tags", list, pre, E, default=["transactional"])
+    for j, t in enumerate(tags):
+        if not isinstance(t, str):
+            raise _spec.fail(E, _spec.join(pre, f"exempt_tags[{j}]"), "a string", t)
+    order = g(spec, "channel_priority", list, pre, E, default=[])
+    for j, ch in enumerate(order):
+        if ch not in CHANNELS:
+            raise _spec.fail(E, _spec.join(pre, f"channel_priority[{j}]"), "one of " + ", ".join(CHANNELS), ch)
+    engaged = _spec.check_keys(spec.get("engaged") or {}, {"min_interactions", "window_h"},
+                               _spec.join(pre, "engaged"), E)
+    return PressureRules(
+        caps=tuple(caps), quiet_hours=tuple(quiet), escalations=tuple(escs),
+        dedup_h=g(spec, "dedup_h", float, pre, E, default=None, minimum=0),
+        exempt_tags=tuple(tags), exempt_counts=g(spec, "exempt_counts", bool, pre, E, default=False),
+        max_defer_h=g(spec, "max_defer_h", float, pre, E, default=72.0, minimum=0),
+        engaged_min_interactions=g(engaged, "min_interactions", int, _spec.join(pre, "engaged"), E, default=2, minimum=0),
+        engaged_window_h=g(engaged, "window_h", float, _spec.join(pre, "engaged"), E, default=720.0, minimum=0),
+        channel_priority=tuple(order), name=g(spec, "name", str, pre, E, default="pressure@1"))

@@ -1,0 +1,115 @@
+"""compare(), the simulate/compare commands and the comparison notebook."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from omnisim.cli import main
+from omnisim.experiment import SUMMARY_METRICS, compare, run_one
+from omnisim.model.scenario import load_scenario
+
+SMALL = dict(n_users=300, days=10)
+REQUIRED_JSON_KEYS = {
+    "users", "days", "seed", "policy", "messages", "messages_by_channel", "opens", "clicks",
+    "conversions", "revenue", "cost", "unsubscribes", "messages_per_user", "overload_rate",
+    "cap_violations", "quiet_hour_violations",
+}
+
+
+@pytest.fixture(scope="module")
+def table():
+    return compare("default", ["seed_journey+pressure", "blast", "email_only"], seeds=3,
+                   progress=False, **SMALL)
+
+
+def test_compare_one_row_per_policy_with_mean_and_ci(table):
+    assert list(table["policy"]) == ["seed_journey@1+pressure@1", "blast@1", "email_only@1"]
+    for m in SUMMARY_METRICS:
+        low, mean, high = table[f"{m}_low"], table[f"{m}_mean"], table[f"{m}_high"]
+        ok = (low <= mean + 1e-12) & (mean <= high + 1e-12) | mean.isna()
+        assert ok.all(), m
+    runs = table.attrs["runs"]
+    assert len(runs) == 9 and set(runs["seed"]) == {0, 1, 2}
+
+
+def test_pressure_rules_are_never_violated_and_blast_overloads(table):
+    t = table.set_index("policy")
+    assert t.loc["seed_journey@1+pressure@1", "cap_violations_high"] == 0
+    assert t.loc["seed_journey@1+pressure@1", "quiet_hour_violations_high"] == 0
+    # the silo behaviour: blast sends more per user and overloads users, with CIs apart
+    assert t.loc["blast@1", "messages_per_user_low"] > t.loc["seed_journey@1+pressure@1", "messages_per_user_high"]
+    assert t.loc["blast@1", "overload_rate_low"] > t.loc["seed_journey@1+pressure@1", "overload_rate_high"]
+    assert t.loc["blast@1", "cap_violations_low"] > 0
+
+
+def test_common_random_numbers_same_population_for_every_policy():
+    a = run_one("default", "blast", 4, **SMALL)
+    b = run_one("default", "email_only", 4, **SMALL)
+    pd.testing.assert_frame_equal(a.users, b.users)
+
+
+def test_holdout_gives_incremental_conversions():
+    r = run_one("default", "seed_journey+holdout+pressure", 1, n_users=400, days=10)
+    m = r.metrics
+    assert m["holdout_users"] > 0
+    assert np.isfinite(m["incremental_conversions"])
+    held = r.log[(r.log["event"] == "suppressed") & (r.log["reason"] == "holdout")]["user_id"].unique()
+    sent_to = set(r.log.loc[r.log["event"] == "sent", "user_id"])
+    assert held.size > 0 and not (set(held) & sent_to)
+
+
+def test_simulate_json_has_the_documented_keys(tmp_path):
+    out = tmp_path / "sim.parquet"
+    res = CliRunner().invoke(main, ["simulate", "--users", "80", "--days", "5", "--seed", "3",
+                                    "--log", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.output)
+    assert REQUIRED_JSON_KEYS <= set(m)
+    assert m["users"] == 80 and m["seed"] == 3 and m["messages"] == sum(m["messages_by_channel"].values())
+    from omnisim.log import read_log
+
+    log = read_log(out)
+    assert int((log["event"] == "sent").sum()) == m["messages"]
+    assert (tmp_path / "sim_users.parquet").exists()
+
+
+def test_simulate_cli_is_deterministic():
+    args = ["simulate", "--users", "60", "--days", "4", "--seed", "9", "--json"]
+    a, b = (CliRunner().invoke(main, args).output for _ in range(2))
+    assert a == b
+
+
+def test_compare_cli_json():
+    res = CliRunner().invoke(main, ["compare", "--policies", "blast,email_only", "--seeds", "2",
+                                    "--users", "60", "--days", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["policy"] for r in rows] == ["blast@1", "email_only@1"]
+    assert all("open_rate_low" in r and "open_rate_high" in r for r in rows)
+
+
+def test_unknown_policy_is_exit_2_naming_it():
+    res = CliRunner().invoke(main, ["simulate", "--policy", "blsat", "--users", "10", "--days", "1"])
+    assert res.exit_code == 2 and "blsat" in res.output and "Traceback" not in res.output
+
+
+def test_bad_scenario_file_is_exit_2_naming_the_key(tmp_path):
+    bad = tmp_path / "sc.yaml"
+    bad.write_text("days: many\n")
+    res = CliRunner().invoke(main, ["simulate", "--scenario", str(bad), "--users", "10"])
+    assert res.exit_code == 2 and "days" in res.output and "Traceback" not in res.output
+
+
+def test_scenario_default_loads():
+    assert load_scenario("default").days > 0
+
+
+@pytest.mark.parametrize("name", ["journeys+pressure+holdout", "journeys+holdout+pressure"])
+def test_modifier_order_keeps_rules_and_holdout(name):
+    from omnisim.policies.registry import get_policy
+
+    p = get_policy(name)
+    assert p.rules is not None and p.holdout is not None
