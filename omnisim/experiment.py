@@ -7,6 +7,7 @@ and world randomness (common random numbers) and differences are not sampling no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -37,7 +38,12 @@ class RunResult:
 
 
 def _resolve_policy(policy):
-    if isinstance(policy, str):
+    """A policy object from a built-in name, a policy YAML file or an artifact (.json)."""
+    if isinstance(policy, (str, Path)):
+        if str(policy).endswith(".json"):
+            from omnisim.policies.artifact import load_artifact
+
+            return load_artifact(policy)
         from omnisim.policies.registry import get_policy
 
         return get_policy(policy)

@@ -83,7 +83,7 @@ def policy_document(name_or_path: str | Path | Mapping[str, Any]) -> dict[str, A
         data, root = _yaml_file(path, "a policy file"), path.parent
     else:
         base, *mods = str(name_or_path).split("+")
-        data: dict[str, Any] = {"name": str(name_or_path)}
+        data: dict[str, Any] = {}
         if base in BASELINES:
             data["policy"] = base
         elif base in builtin_journeys():

@@ -87,9 +87,12 @@ def load_policy(source: str | Path | Mapping[str, Any]) -> Policy:
         policy = get_policy(root / name if name.endswith((".yaml", ".yml")) else name)
     else:
         items = _spec.get_list(spec, "journeys", where, E)
-        policy = JourneySet(tuple(_journey(item, root, _spec.join(where, f"journeys[{i}]"))
-                                  for i, item in enumerate(items)),
-                            label=g(spec, "name", str, where, E, default="journeys"))
+        journeys = tuple(_journey(item, root, _spec.join(where, f"journeys[{i}]"))
+                         for i, item in enumerate(items))
+        if len(journeys) == 1 and "name" not in spec:
+            policy = journeys[0]  # logs under the journey's own name, as get_policy(name) does
+        else:
+            policy = JourneySet(journeys, label=g(spec, "name", str, where, E, default="journeys"))
     if "holdout" in spec:
         p = _spec.join(where, "holdout")
         h = _spec.check_keys(spec["holdout"], {"share", "salt"}, p, E)
