@@ -1,0 +1,238 @@
+"""Off-policy evaluation from an engagement log: attribution, contexts, and agreement with
+the truth on Hillstrom (a randomised experiment) and in the simulator (on-policy runs)."""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from omnisim.cli import main
+from omnisim.datasets import hillstrom_log
+from omnisim.experiment import run_one
+from omnisim.log import validate
+from omnisim.policies.base import Context, Decision, no_message
+from omnisim.policies.baselines import MARKETING_TRIGGERS
+from omnisim.policies.ope import estimate
+from omnisim.policies.ope_log import (
+    FixedAction,
+    OPELogError,
+    channel_of_action,
+    decision_rewards,
+    evaluate_policy,
+    log_contexts,
+    log_feedback,
+    train_uplift,
+)
+from omnisim.policies.registry import get_policy
+
+
+@pytest.fixture(scope="module")
+def hillstrom():
+    return hillstrom_log()
+
+
+def inside(row, truth):
+    return row["ci_low"] <= truth <= row["ci_high"]
+
+
+# ------------------------------------------------------------------ attribution
+
+
+def T(h):
+    return pd.Timestamp("2026-01-05T00:00Z") + pd.Timedelta(hours=h)
+
+
+def tiny_log():
+    rows = [
+        # u1: decided email → sent m1 → opened, clicked; purchase 5 h later (value 30)
+        (T(0), "u1", "product_view", "web", None, None, "product_view", None, None),
+        (T(0), "u1", "decided", "email", "email", None, "product_view", 0.5, None),
+        (T(0), "u1", "sent", "email", None, "m1", "product_view", None, 0.25),
+        (T(1), "u1", "opened", "email", None, "m1", "product_view", None, None),
+        (T(1), "u1", "clicked", "email", None, "m1", "product_view", None, None),
+        (T(5), "u1", "purchase", "web", None, None, None, None, 30.0),
+        # u2: decided none; a purchase at the same instant as the decision is not attributed
+        (T(2), "u2", "purchase", "web", None, None, None, None, 10.0),
+        (T(2), "u2", "decided", "none", "none", None, "purchase", 1.0, None),
+        # u3: decided sms, sent, never opened; visit after the 24 h window
+        (T(3), "u3", "decided", "sms", "sms", None, "signup", 0.25, None),
+        (T(3), "u3", "sent", "sms", None, "m3", "signup", None, 0.05),
+        (T(30), "u3", "visit", "web", None, None, None, None, None),
+    ]
+    cols = ["ts", "user_id", "event", "channel", "action", "message_id", "campaign", "propensity", "value"]
+    return validate(pd.DataFrame(rows, columns=cols))
+
+
+@pytest.mark.parametrize("reward, expected", [
+    ("open", [1, 0, 0]), ("click", [1, 0, 0]), ("purchase", [1, 0, 0]), ("visit", [0, 0, 0]),
+    ("revenue", [30 - 0.25, 0, -0.05]),
+])
+def test_rewards_are_attributed_to_the_right_decision(reward, expected):
+    dec = decision_rewards(tiny_log(), reward, window_h=24)
+    assert list(dec["user_id"]) == ["u1", "u2", "u3"]
+    assert dec["reward"].tolist() == pytest.approx(expected)
+    assert list(dec["message_id"].fillna("-")) == ["m1", "-", "m3"]
+
+
+def test_visit_inside_a_long_window_counts():
+    assert decision_rewards(tiny_log(), "visit", window_h=48)["reward"].tolist() == [0, 0, 1]
+
+
+def test_contexts_are_rebuilt_from_the_log_and_users_table():
+    log = tiny_log()
+    users = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "segment": ["a", "b", "c"],
+                          "timezone": ["Europe/Paris", "UTC", "Asia/Tokyo"], "consent_email": [True, True, False],
+                          "consent_sms": [False, True, True], "consent_push": [True, False, False],
+                          "affinity_email": [0.9, 0.1, 0.2]})
+    dec = decision_rewards(log, "click")
+    ctx = log_contexts(log, dec, users)
+    assert [c.trigger.kind for c in ctx] == ["product_view", "purchase", "signup"]
+    assert ctx[0].traits == {"segment": "a"}  # hidden model traits (affinity) are not shown
+    assert ctx[0].timezone == "Europe/Paris" and ctx[2].consent == {"email": False, "sms": True, "push": False}
+    assert [h.event for h in ctx[0].history] == ["product_view"]  # rows before the decision only
+    assert ctx[1].history[-1].event == "purchase"
+    no_users = log_contexts(log, dec)
+    assert no_users[0].consent == {"email": True, "sms": True, "push": False}  # channels decided in the log
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda log: log[log["event"] != "decided"], "no 'decided' rows"),
+    (lambda log: log.assign(propensity=log["propensity"].where(log["user_id"] != "u3", 0.0)),
+     "propensity must be in \\(0, 1\\]"),
+    (lambda log: log.drop(columns="propensity"), "missing column"),
+])
+def test_bad_logs_are_refused_with_the_reason(change, message):
+    with pytest.raises(OPELogError, match=message):
+        decision_rewards(change(tiny_log()), "click")
+
+
+def test_bad_arguments_and_random_policies_without_probabilities():
+    log = tiny_log()
+    with pytest.raises(OPELogError, match="reward must be one of"):
+        decision_rewards(log, "likes")
+    with pytest.raises(OPELogError, match="unknown estimator"):
+        evaluate_policy(log, FixedAction("email"), estimators=("ipw",))
+    with pytest.raises(OPELogError, match="no row for user_id 'u3'"):
+        log_feedback(log, FixedAction("email"), pd.DataFrame({"user_id": ["u1", "u2"]}))
+    with pytest.raises(OPELogError, match="has no action_probabilities"):
+        log_feedback(log, get_policy("random_channel"))
+
+
+# ------------------------------------------------------------------ Hillstrom
+
+
+def test_always_mens_email_equals_the_mens_arm_mean(hillstrom):
+    log, users = hillstrom
+    res = evaluate_policy(log, FixedAction("mens_email"), users, reward="visit", method="normal").set_index("estimator")
+    dec = decision_rewards(log, "visit")
+    arms = dec.groupby("action")["reward"].mean()
+    assert res.loc["snips", "value"] == pytest.approx(arms["mens_email"])  # exact: matched rows' mean
+    for est in ("ips", "snips", "dr"):
+        assert inside(res.loc[est], arms["mens_email"]), est
+        assert not inside(res.loc[est], arms["none"]) and not inside(res.loc[est], arms["womens_email"])
+    assert (res["n"] == 64_000).all() and (res["unsupported_share"] == 0).all()
+
+
+def test_uplift_policy_on_held_out_hillstrom(hillstrom):
+    log, users = hillstrom
+    ids = users["user_id"].astype(str)
+    held = set(ids[np.random.default_rng(7).random(len(ids)) < 0.3])
+    train = log[~log["user_id"].astype(str).isin(held)]
+    test = log[log["user_id"].astype(str).isin(held)]
+    policy, metrics = train_uplift(train, users, reward="visit", top_k_pct=50, holdout_share=0.3)
+    assert metrics["auuc_womens_email"] > 0
+    fb = log_feedback(test, policy, users, reward="visit")
+    res = evaluate_policy(test, policy, users, reward="visit", method="normal", feedback=fb).set_index("estimator")
+    # the truth on randomised data: the mean outcome of held-out users whose arm matched the policy
+    chosen = fb.action_dist[:, :, 0].argmax(axis=1)
+    matched = fb.action == chosen
+    truth = fb.reward[matched].mean()
+    for est in ("ips", "snips", "dr"):
+        assert inside(res.loc[est], truth), est
+    none_value = fb.reward[fb.action == fb.actions.index("none")].mean()
+    assert res.loc["dr", "ci_low"] > none_value  # targeting half of the users beats no e-mail
+
+
+# ------------------------------------------------------------------ the simulator
+
+
+@dataclass(frozen=True)
+class PreferPush:
+    """Push if reachable, else email, else SMS: every choice has support under random_channel."""
+
+    name: str = "prefer_push@1"
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        if ctx.trigger.kind not in MARKETING_TRIGGERS:
+            return []
+        for ch in ("push", "email", "sms"):
+            if ctx.can_message(ch):
+                return [Decision(ch, ch, 1.0, self.name, campaign=ctx.trigger.kind)]
+        return [no_message(self.name, campaign=ctx.trigger.kind)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_simulator_ope_agrees_with_the_on_policy_value(seed):
+    """Log random_channel, estimate PreferPush from it, then run PreferPush itself."""
+    kw = dict(n_users=400, days=14)
+    logged = run_one("default", "random_channel", seed, **kw)
+    policy = PreferPush()
+    res = evaluate_policy(logged.log, policy, logged.users, reward="open", window_h=72,
+                          method="normal").set_index("estimator")
+    on = decision_rewards(run_one("default", policy, seed, **kw).log, "open", window_h=72)["reward"]
+    half = 1.96 * on.std() / np.sqrt(len(on))
+    naive = decision_rewards(logged.log, "open", window_h=72)["reward"].mean()
+    for est in ("ips", "snips", "dr"):
+        row = res.loc[est]
+        assert row["ci_low"] <= on.mean() + half and on.mean() - half <= row["ci_high"], (est, row, on.mean())
+        assert not inside(row, naive), (est, naive)  # the estimate is not just the logging policy's value
+
+
+def test_random_policy_by_sampling_equals_its_own_logged_value():
+    """random_channel evaluated (mc_draws) on its own log: the estimate is its observed mean."""
+    logged = run_one("default", "random_channel", 3, n_users=300, days=10)
+    fb = log_feedback(logged.log, get_policy("random_channel"), logged.users, reward="open", window_h=72,
+                      mc_draws=40)
+    observed = fb.reward.mean()
+    ips = estimate("ips", **fb.arrays(), method="normal")
+    assert ips.ci_low <= observed <= ips.ci_high
+    assert np.allclose(fb.action_dist.sum(axis=1), 1)
+
+
+def test_action_map_compares_channels_only():
+    log = tiny_log()
+    hourly = log_feedback(log, FixedAction("email@09h"), reward="open", action_map=channel_of_action)
+    plain = log_feedback(log, FixedAction("email"), reward="open")
+    assert hourly.actions == plain.actions and np.array_equal(hourly.action_dist, plain.action_dist)
+    unmapped = log_feedback(log, FixedAction("email@09h"), reward="open")
+    assert unmapped.unsupported_share == 1.0  # the log never took "email@09h"
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_ope_on_a_hillstrom_sample(tmp_path, hillstrom):
+    log, users = hillstrom
+    keep = set(users["user_id"].astype(str)[:6000])
+    log[log["user_id"].astype(str).isin(keep)].to_csv(tmp_path / "h.csv", index=False)
+    users[users["user_id"].astype(str).isin(keep)].to_parquet(tmp_path / "h_users.parquet")
+    r = CliRunner().invoke(main, ["ope", "--log", str(tmp_path / "h.csv"), "--policy", "always:mens_email",
+                                  "--reward", "visit", "--estimators", "ips,snips", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert [o["estimator"] for o in out] == ["ips", "snips"] and out[0]["n"] == 6000
+    assert 0.1 < out[1]["value"] < 0.3
+    tiny_log().to_csv(tmp_path / "tiny.csv", index=False)
+    r = CliRunner().invoke(main, ["ope", "--log", str(tmp_path / "tiny.csv"), "--policy", "random_channel"])
+    assert r.exit_code == 2 and "action_probabilities" in r.output
+    r = CliRunner().invoke(main, ["ope", "--log", str(tmp_path / "tiny.csv"), "--policy", "email_only",
+                                  "--estimators", "ips", "--reward", "open"])
+    assert r.exit_code == 0 and "email_only@1" in r.output and "ips" in r.output, r.output
+    r = CliRunner().invoke(main, ["ope", "--log", str(tmp_path / "nope.csv"), "--policy", "blast"])
+    assert r.exit_code == 2 and "nope.csv" in r.output
