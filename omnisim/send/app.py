@@ -1,0 +1,226 @@
+"""The sender's HTTP API (FastAPI). Build it with :func:`create_app`; see ``docs/sender.md``.
+
+Every route but ``/health`` needs an ``X-API-Key`` header holding a key created with
+``omnisim send key create`` (stored hashed) or the ``OMNISIM_SEND_API_KEY`` environment
+variable. ``POST /events`` validates item by item: rejected items are reported with their
+index and reason and kept in the ``quarantine`` table; the valid ones are processed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field, field_validator
+
+from omnisim.errors import OmnisimError
+from omnisim.send.metrics import Metrics
+from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, LoadedPolicy
+from omnisim.send.validation import EVENT_SCHEMA, parse_event
+
+#: Largest request body accepted, bytes; largest batch, events.
+MAX_BODY_BYTES = 1_048_576
+MAX_BATCH = 1000
+API_KEY_ENV = "OMNISIM_SEND_API_KEY"
+
+
+class UserIn(BaseModel):
+    """A user's profile: IANA timezone, observable traits, addresses and consent per channel."""
+
+    timezone: str = Field(examples=["Europe/Paris"])
+    traits: dict[str, Any] = Field(default_factory=dict)
+    addresses: dict[str, str] = Field(default_factory=dict, examples=[{"email": "a@example.com"}])
+    consent: dict[str, bool] = Field(default_factory=dict, examples=[{"email": True, "sms": False}])
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {v!r}; expected e.g. 'Europe/Paris'") from None
+        return v
+
+    @field_validator("addresses", "consent")
+    @classmethod
+    def _channels(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(v) - set(MESSAGE_CHANNELS))
+        if bad:
+            raise ValueError(f"unknown channel(s) {', '.join(bad)}; expected {', '.join(MESSAGE_CHANNELS)}")
+        return v
+
+
+def create_app(service: DecisionService, *, metrics: Metrics | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> FastAPI:
+    """The API over ``service`` (its store, policy and clock)."""
+    store = service.store
+    metrics = metrics or Metrics(store.counts)
+    service.observer.decision = lambda ch: metrics.decisions.labels(ch).inc()
+    service.observer.latency = metrics.decision_latency.observe
+    app = FastAPI(title="omnisim sender", version="1",
+                  description="Events in, policy decisions, durable scheduled sends out.")
+    app.state.service, app.state.metrics = service, metrics
+    known_keys: set[str] = set()
+
+    def api_key(x_api_key: str | None = Header(default=None)) -> None:
+        if x_api_key:
+            dev = os.environ.get(API_KEY_ENV)
+            if dev and hmac.compare_digest(dev, x_api_key):
+                return
+            if x_api_key in known_keys or store.api_key_valid(x_api_key):
+                known_keys.add(x_api_key)
+                return
+        raise HTTPException(401, "missing or invalid API key: send it in the X-API-Key header")
+
+    auth = [Depends(api_key)]
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Any) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.request_latency.labels(getattr(route, "path", "other")).observe(time.perf_counter() - t0)
+        return response
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and readiness: the store answers; which policy runs. No key needed."""
+        try:
+            store.one("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+            return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
+        p = service.policy
+        return {"status": "ok", "policy": p.name, "policy_version": p.version}
+
+    @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
+    def metrics_text() -> Response:
+        """Prometheus text format: events, decisions, sends, queue depths, latencies."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/events", dependencies=auth, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {
+            "oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "maxItems": max_batch}]}}}}})
+    async def post_events(request: Request) -> JSONResponse:
+        """One event (object) or a batch (array), each with an idempotency ``key``.
+
+        Batch answer: 200 with one result per item (``accepted``, ``duplicate`` or
+        ``rejected`` with ``error``) when any item was processed, 422 when none was.
+        A single event: 202 accepted, 200 duplicate, 4xx rejected.
+        """
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            return _error(413, f"request body of {declared} bytes exceeds the limit of {max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            return _error(413, f"request body of {len(raw)} bytes exceeds the limit of {max_body_bytes} bytes")
+        now = service.clock.now()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            store.quarantine(f"malformed JSON: {exc}", raw.decode("utf-8", "replace"), now)
+            metrics.events.labels("rejected").inc()
+            return _error(400, f"malformed JSON: {exc}")
+        single = not isinstance(data, list)
+        items = [data] if single else data
+        if not items:
+            return _error(422, "empty batch: send one event object or a non-empty array")
+        if len(items) > max_batch:
+            return _error(413, f"batch of {len(items)} events exceeds the limit of {max_batch}")
+        from starlette.concurrency import run_in_threadpool
+
+        results = await run_in_threadpool(_ingest, items, now)
+        if single:
+            r = results[0]
+            code = {"accepted": 202, "duplicate": 200}.get(r["status"], r.get("code", 422))
+            return JSONResponse(r, status_code=code)
+        ok = any(r["status"] != "rejected" for r in results)
+        body = {"accepted": sum(r["status"] == "accepted" for r in results),
+                "duplicates": sum(r["status"] == "duplicate" for r in results),
+                "rejected": sum(r["status"] == "rejected" for r in results), "results": results}
+        return JSONResponse(body, status_code=200 if ok else 422)
+
+    def _ingest(items: list[Any], now: datetime) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        parsed = [parse_event(item, now) for item in items]
+        users = store.known_users([e.user_id for e in parsed if not isinstance(e, str)])
+        good = []
+        for i, (item, e) in enumerate(zip(items, parsed)):
+            key = item.get("key") if isinstance(item, dict) else None
+            if not isinstance(e, str) and e.user_id not in users:
+                e = f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}"
+                results.append({"index": i, "key": key, "status": "rejected", "error": e, "code": 404})
+            elif isinstance(e, str):
+                results.append({"index": i, "key": key, "status": "rejected", "error": e, "code": 422})
+            else:
+                results.append({"index": i, "key": key, "status": "accepted"})
+                good.append((i, e))
+        for r, item in zip(results, items):
+            if r["status"] == "rejected":
+                store.quarantine(r["error"], item, now)
+                metrics.events.labels("rejected").inc()
+        if good:
+            statuses = service.ingest([e for _, e in good])
+            for (i, e), status in zip(good, statuses):
+                if status == "unknown_user":
+                    error = f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}"
+                    results[i].update(status="rejected", error=error, code=404)
+                    store.quarantine(error, items[i], now)
+                    status = "rejected"
+                else:
+                    results[i]["status"] = status
+                metrics.events.labels(status).inc()
+        return results
+
+    @app.put("/users/{user_id}", dependencies=auth)
+    def put_user(user_id: str, user: UserIn) -> dict[str, Any]:
+        """Create or replace a user's timezone, traits, addresses and consent."""
+        with store.transaction():
+            store.upsert_user(user_id, user.timezone, user.traits, user.consent, user.addresses,
+                              service.clock.now())
+        return {"user_id": user_id, "status": "stored"}
+
+    @app.delete("/users/{user_id}", dependencies=auth)
+    def delete_user(user_id: str) -> dict[str, Any]:
+        """Erase a user: profile and pending work deleted; the log keeps a pseudonymous id."""
+        with store.transaction():
+            if store.lock_user(user_id) is None:
+                raise HTTPException(404, f"unknown user {user_id!r}")
+            anon = store.erase_user(user_id)
+        return {"user_id": user_id, "status": "erased", "pseudonym": anon}
+
+    @app.get("/users/{user_id}/timeline", dependencies=auth)
+    def timeline(user_id: str, limit: int = 200) -> dict[str, Any]:
+        """The user's latest log rows (oldest first) and open timers."""
+        if store.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
+            raise HTTPException(404, f"unknown user {user_id!r}")
+        rows = store.timeline(user_id, max(1, min(limit, 10_000)))
+        pending = store.query("SELECT kind, due_us FROM jobs WHERE user_id = ? AND state = "
+                              "'pending' ORDER BY due_us", (user_id,))
+        from omnisim.send.store import from_us
+
+        return {"user_id": user_id, "events": rows,
+                "scheduled": [{"kind": k, "due": from_us(d).isoformat()} for k, d in pending]}
+
+    @app.post("/admin/policy", dependencies=auth)
+    def swap_policy(artifact: dict[str, Any] = Body(..., description="A policy artifact (JSON)")) -> dict[str, Any]:
+        """Verify an artifact and swap it in atomically; pending timers and messages stay."""
+        try:
+            new = LoadedPolicy.from_text(json.dumps(artifact))
+        except OmnisimError as exc:
+            raise HTTPException(422, str(exc).replace("cannot start with", "refused")) from None
+        old = service.swap_policy(new)
+        return {"status": "swapped", "old": {"name": old.name, "version": old.version},
+                "new": {"name": new.name, "version": new.version}}
+
+    return app
+
+
+def _error(code: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=code)

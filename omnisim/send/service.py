@@ -1,0 +1,437 @@
+"""The sender's decision path: events and due timers → policy → log, timers, outbox.
+
+It drives the policy exactly as the reference engine does (``docs/decision-core.md``,
+:mod:`omnisim.model.engine_simpy`): log the event; on a trigger build a
+:class:`~omnisim.policies.base.Context` (traits, consent, the last 35 days of the user's log)
+and call ``policy.decide``; log every decision (``decided``, plus ``suppressed`` for a
+``none`` with a reason); store follow-ups and pending messages as durable jobs; admit due
+pendings with the pressure rules (:func:`omnisim.policies.runtime.admit`) and turn each send
+into a ``sent`` log row plus an outbox row for the worker to deliver.
+
+All of one user's work runs in one transaction holding that user's lock, in logical-time
+order: before an event at ``ts`` is decided, the user's timers due by ``ts`` run first. The
+logical time of a trigger is its event ``ts`` or its timer's due time — unless that is more
+than ``late_tolerance`` behind the clock (a backlog), in which case it is the clock's now,
+so a late send is never judged against a past hour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from omnisim.errors import OmnisimError
+from omnisim.policies import runtime
+from omnisim.policies.artifact import load_artifact, read_artifact
+from omnisim.policies.base import Context, Decision, HistoryEvent, Policy, Trigger
+from omnisim.policies.pressure import Pending
+from omnisim.send import scheduler as sch
+from omnisim.send.clock import Clock
+from omnisim.send.store import LOG_COLUMNS, Store, from_us, to_us
+
+HISTORY_DAYS = 35
+#: Behaviour events (logged on channel ``web``) and engagement callbacks the API accepts.
+BEHAVIOUR_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
+                    "churned")
+CALLBACK_EVENTS = ("delivered", "opened", "clicked", "bounced", "failed", "unsubscribed")
+#: Trigger-only events: decided on, not logged (not in the engagement-log vocabulary).
+TRIGGER_ONLY = ("inactivity",)
+EVENT_TYPES = BEHAVIOUR_EVENTS + CALLBACK_EVENTS + TRIGGER_ONLY
+#: Events after which the policy is asked to decide (as in the reference engine).
+TRIGGER_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
+                  "opened", "clicked", "inactivity")
+MESSAGE_CHANNELS = ("email", "sms", "push")
+
+
+class PolicyLoadError(OmnisimError):
+    """A policy artifact the sender refuses to run; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A verified policy artifact, built: ``version`` is the first 12 hex digits of its SHA-256."""
+
+    policy: Policy
+    name: str
+    sha256: str
+    document: str
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+    @property
+    def rules(self) -> Any:
+        return getattr(self.policy, "rules", None)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LoadedPolicy":
+        """Verify (format version, checksum, kind) and build; :class:`PolicyLoadError` if bad."""
+        try:
+            manifest = read_artifact(path)
+            policy = load_artifact(path)
+        except OmnisimError as exc:
+            raise PolicyLoadError(f"cannot start with policy artifact {path}: {exc}") from None
+        return cls(policy, manifest["name"], manifest["sha256"], Path(path).read_text())
+
+    @classmethod
+    def from_text(cls, text: str) -> "LoadedPolicy":
+        """The same from an artifact's JSON text (``POST /admin/policy``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "artifact.json"
+            path.write_text(text)
+            return cls.from_file(path)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated inbound event (see :mod:`omnisim.send.app` for the JSON shape)."""
+
+    key: str
+    user_id: str
+    type: str
+    ts: datetime
+    channel: str | None = None
+    message_id: str | None = None
+    value: float | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Observer:
+    """Callbacks for metrics (no-ops by default): decisions by channel, latency in seconds."""
+
+    decision: Callable[[str], None] = lambda channel: None
+    latency: Callable[[float], None] = lambda seconds: None
+
+
+@dataclass
+class _UserState:
+    user_id: str
+    timezone: str
+    traits: dict[str, Any]
+    consent: dict[str, bool]
+    addresses: dict[str, str]
+    n_pending: int
+    n_msg: int
+    history: list[HistoryEvent]
+    dirty_consent: bool = False
+    rows: list[tuple] = field(default_factory=list)  # log rows not yet written
+    #: Earliest due time (µs) of the user's open timers, or None; may be too early (a
+    #: finished timer), never too late — it only spares queries when nothing can be due.
+    next_due_us: int | None = None
+
+    def scheduled(self, due: datetime) -> None:
+        us = to_us(due)
+        self.next_due_us = us if self.next_due_us is None else min(self.next_due_us, us)
+
+    def may_be_due(self, until: datetime) -> bool:
+        return self.next_due_us is not None and self.next_due_us <= to_us(until)
+
+
+class DecisionService:
+    """Runs the loaded policy on events and due timers against a :class:`Store`.
+
+    Parameters
+    ----------
+    store, policy, clock
+        Where state lives, what decides, what time it is (never read by policies).
+    seed : int
+        Seeds the per-decision random streams (:func:`omnisim.policies.runtime.decision_rng`).
+    late_tolerance : timedelta | None
+        How far behind the clock a trigger may be and still be decided at its own time
+        (``None``: always at its own time — replays and tests).
+    """
+
+    def __init__(self, store: Store, policy: LoadedPolicy, clock: Clock, *, seed: int = 0,
+                 late_tolerance: timedelta | None = timedelta(hours=1),
+                 observer: Observer | None = None):
+        self.store = store
+        self.clock = clock
+        self.seed = seed
+        self.late_tolerance = late_tolerance
+        self.observer = observer or Observer()
+        self._policy = policy
+        self._swap_lock = threading.Lock()
+
+    # -- the policy ------------------------------------------------------------------------
+    @property
+    def policy(self) -> LoadedPolicy:
+        return self._policy
+
+    def swap_policy(self, new: LoadedPolicy) -> LoadedPolicy:
+        """Atomically replace the policy (pending work is data and stays); returns the old one.
+
+        The artifact is recorded in the store so other worker processes switch too.
+        """
+        with self._swap_lock:
+            old, self._policy = self._policy, new
+            self.store.set_setting("policy_sha256", new.sha256)
+            self.store.set_setting("policy_artifact", new.document)
+        return old
+
+    def sync_policy(self) -> None:
+        """Switch to the policy recorded in the store if another process swapped it."""
+        sha = self.store.setting("policy_sha256")
+        if sha and sha != self._policy.sha256:
+            doc = self.store.setting("policy_artifact")
+            if doc:
+                with self._swap_lock:
+                    self._policy = LoadedPolicy.from_text(doc)
+
+    # -- time ----------------------------------------------------------------------------------
+    def logical_now(self, ts: datetime) -> datetime:
+        """``ts``, or the clock's now when ``ts`` is more than ``late_tolerance`` behind it."""
+        if self.late_tolerance is None:
+            return ts
+        now = self.clock.now()
+        return now if now - ts > self.late_tolerance else ts
+
+    # -- entry points ----------------------------------------------------------------------
+    def ingest(self, events: Sequence[Event]) -> list[str]:
+        """Process events atomically (one transaction); per event ``accepted``, ``duplicate``
+        or ``unknown_user``.
+
+        Users are locked in sorted order (no deadlocks between concurrent requests); each
+        user's events run in ``ts`` order.
+        """
+        out = ["accepted"] * len(events)
+        by_user: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            by_user.setdefault(e.user_id, []).append(i)
+        received = self.clock.now()
+        policy = self._policy
+        with self.store.transaction():
+            for user_id in sorted(by_user):
+                row = self.store.lock_user(user_id)
+                if row is None:  # erased since the caller checked
+                    for i in by_user[user_id]:
+                        out[i] = "unknown_user"
+                    continue
+                state: _UserState | None = None
+                for i in sorted(by_user[user_id], key=lambda i: (events[i].ts, i)):
+                    e = events[i]
+                    t0 = time.perf_counter()
+                    if not self.store.insert_event(e.key, e.user_id, e.type, e.ts, _event_body(e), received):
+                        out[i] = "duplicate"
+                        continue
+                    now = self.logical_now(e.ts)
+                    if state is None:
+                        state = self._load(row, now)
+                    self._run_jobs(policy, state, now)
+                    self._on_event(policy, state, e, now)
+                    self.observer.latency(time.perf_counter() - t0)
+                if state is not None:
+                    self._save(state)
+        return out
+
+    def run_due(self, limit: int = 100) -> int:
+        """Run timers due by the clock's now for up to ``limit`` users; returns jobs run.
+
+        On PostgreSQL a user locked by another worker is skipped (``SKIP LOCKED``).
+        """
+        until = self.clock.now()
+        done = 0
+        policy = self._policy
+        for user_id in sch.users_with_due_jobs(self.store, until, limit):
+            with self.store.transaction():
+                row = self.store.lock_user(user_id, skip_locked=True)
+                if row is None:
+                    continue
+                state = self._load(row, until)
+                done += self._run_jobs(policy, state, until)
+                self._save(state)
+        return done
+
+    # -- per user --------------------------------------------------------------------------------
+    def _load(self, row: tuple, now: datetime) -> _UserState:
+        user_id, tz, traits, consent, addresses, n_pending, n_msg = row
+        since = now - timedelta(days=HISTORY_DAYS)
+        hist = [HistoryEvent(from_us(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+                for r in self.store.history(user_id, to_us(since), 2**62)]
+        return _UserState(user_id, tz, json.loads(traits), json.loads(consent),
+                          json.loads(addresses), int(n_pending), int(n_msg), hist,
+                          next_due_us=sch.user_next_due(self.store, user_id))
+
+    def _flush(self, s: _UserState) -> None:
+        self.store.append_log(s.rows)
+        s.rows.clear()
+
+    def _save(self, s: _UserState) -> None:
+        self._flush(s)
+        self.store.set_counters(s.user_id, s.n_pending, s.n_msg)
+        if s.dirty_consent:
+            self.store.set_consent(s.user_id, s.consent)
+
+    def _context(self, s: _UserState, now: datetime, trigger: Trigger) -> Context:
+        """The decision context at ``now``. For admissions, rows logged at a later logical
+        time (an out-of-order event, another worker ahead) are included stamped ``now``:
+        their sends count towards caps, so caps hold whatever the processing order."""
+        cutoff = now - timedelta(days=HISTORY_DAYS)
+        reach = {ch: bool(s.consent.get(ch)) and bool(s.addresses.get(ch)) for ch in MESSAGE_CHANNELS}
+        hist = [h for h in s.history if cutoff <= h.ts <= now]
+        if trigger.kind == "admission":
+            hist += [replace(h, ts=now) for h in s.history if h.ts > now]
+        return Context(user_id=s.user_id, now=now, timezone=s.timezone, traits=s.traits,
+                       consent=reach, history=tuple(hist), trigger=trigger)
+
+    def _log(self, s: _UserState, pol: LoadedPolicy, now: datetime, event: str, channel: str,
+             trigger_id: str, *, action: str | None = None, message_id: str | None = None,
+             campaign: str | None = None, policy: str | None = None,
+             propensity: float | None = None, value: float | None = None,
+             reason: str | None = None, tag: str | None = None) -> None:
+        row = (to_us(now), s.user_id, event, channel, action, message_id, campaign, policy,
+               propensity, value, reason, tag, trigger_id,
+               pol.version if policy is not None else None, None)
+        assert len(row) == len(LOG_COLUMNS)
+        s.rows.append(row)
+        s.history.append(HistoryEvent(now, event, channel, message_id, campaign, tag, value))
+
+    def _on_event(self, pol: LoadedPolicy, s: _UserState, e: Event, now: datetime) -> None:
+        payload = dict(e.properties)
+        if e.type in CALLBACK_EVENTS:
+            self._flush(s)
+            msg = self.store.message_row(e.message_id) if e.message_id else None
+            channel = e.channel or (msg[1] if msg else "none")
+            campaign, tag = (msg[2], msg[3]) if msg else (e.properties.get("campaign"), None)
+            if e.type == "unsubscribed" and channel in MESSAGE_CHANNELS:
+                s.consent[channel] = False
+                s.dirty_consent = True
+            self._log(s, pol, now, e.type, channel, e.key, message_id=e.message_id,
+                      campaign=campaign, tag=tag)
+            payload.update({"message_id": e.message_id, "channel": channel})
+        elif e.type in BEHAVIOUR_EVENTS:
+            self._log(s, pol, now, e.type, "web", e.key, value=e.value)
+            if e.value is not None:
+                payload.setdefault("value", e.value)
+        if e.type in TRIGGER_EVENTS:
+            self._decide(pol, s, Trigger(e.type, e.ts, payload), now, e.key)
+
+    def _run_jobs(self, pol: LoadedPolicy, s: _UserState, until: datetime) -> int:
+        """Run the user's timers due by ``until`` in due order, each at its own time."""
+        n = 0
+        if not s.may_be_due(until):
+            return 0
+        while (job := sch.next_job(self.store, s.user_id, until)) is not None:
+            job_id, kind, due_us, body = job
+            now = self.logical_now(from_us(due_us))
+            if kind == sch.FOLLOWUP:
+                sch.finish(self.store, job_id)
+                payload = json.loads(body)["payload"]
+                self._decide(pol, s, Trigger("journey_step", from_us(due_us), payload), now,
+                             f"job:{job_id}")
+            else:
+                self._admit(pol, s, now, [], f"job:{job_id}")
+            n += 1
+        s.next_due_us = sch.user_next_due(self.store, s.user_id)
+        return n
+
+    def _decide(self, pol: LoadedPolicy, s: _UserState, trig: Trigger, now: datetime,
+                trigger_id: str) -> None:
+        rng = runtime.decision_rng(self.seed, s.user_id, trig.kind, trig.ts)
+        decisions = pol.policy.decide(self._context(s, now, trig), rng)
+        queued: list[Pending] = []
+        for d in decisions:
+            self.observer.decision(d.channel)
+            self._log(s, pol, now, "decided", d.channel, trigger_id, action=d.action,
+                      campaign=d.campaign, policy=d.policy, propensity=float(d.propensity))
+            if not d.is_message:
+                if d.reason:
+                    self._log(s, pol, now, "suppressed", "none", trigger_id, action=d.action,
+                              campaign=d.campaign, policy=d.policy, reason=d.reason)
+            else:
+                due = max(now, d.send_at) if d.send_at is not None else now
+                s.n_pending += 1
+                p = Pending(f"{s.user_id}-p{s.n_pending}", d, due, now)
+                if due <= now + runtime.DUE_TOLERANCE:
+                    queued.append(p)
+                else:
+                    sch.schedule_pending(self.store, s.user_id, p)
+                    s.scheduled(p.due)
+            for f in d.follow_ups:
+                sch.schedule_followup(self.store, s.user_id, f, now)
+                s.scheduled(f.at)
+        if queued:
+            self._admit(pol, s, now, queued, trigger_id)
+
+    def _admit(self, pol: LoadedPolicy, s: _UserState, now: datetime, fresh: list[Pending],
+               trigger_id: str) -> None:
+        """Send, defer or drop the user's pendings due at ``now`` (stored ones and ``fresh``)."""
+        cut = now + runtime.DUE_TOLERANCE
+        stored = sch.due_pendings(self.store, s.user_id, to_us(cut)) if s.may_be_due(cut) else []
+        job_of = {p.pending_id: job_id for job_id, p in stored}
+        due = [p for _, p in stored] + fresh
+        if not due:
+            return
+        rules = pol.rules
+        if rules is None:
+            for p in due:
+                self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
+            return
+        ctx = self._context(s, now, Trigger("admission", now))
+        adm = runtime.admit(rules, due, ctx, pol.name)
+        for p in adm.send:
+            self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
+        for p, at, reason in adm.defer:
+            d = p.decision
+            self._log(s, pol, now, "deferred", d.channel, trigger_id, action=d.action,
+                      campaign=d.campaign, policy=d.policy, reason=reason)
+            when = runtime.defer_until(at, now)
+            if p.pending_id in job_of:
+                sch.reschedule(self.store, job_of[p.pending_id], when)
+            else:
+                sch.schedule_pending(self.store, s.user_id, replace(p, due=when))
+                s.scheduled(when)
+        for p, reason in adm.drop:
+            d = p.decision
+            self._log(s, pol, now, "suppressed", d.channel, trigger_id, action=d.action,
+                      campaign=d.campaign, policy=d.policy, reason=reason)
+            if p.pending_id in job_of:
+                sch.finish(self.store, job_of[p.pending_id])
+
+    def _send(self, pol: LoadedPolicy, s: _UserState, now: datetime, p: Pending,
+              trigger_id: str, job_id: int | None) -> None:
+        d = p.decision
+        if job_id is not None:
+            sch.finish(self.store, job_id)
+        address = s.addresses.get(d.channel)
+        if d.channel not in MESSAGE_CHANNELS or not s.consent.get(d.channel) or not address:
+            self._log(s, pol, now, "suppressed", d.channel if d.channel in MESSAGE_CHANNELS else "none",
+                      trigger_id, action=d.action, campaign=d.campaign, policy=d.policy,
+                      reason="no_consent")
+            return
+        s.n_msg += 1
+        mid = f"{s.user_id}-m{s.n_msg}"
+        self._log(s, pol, now, "sent", d.channel, trigger_id, action=d.action, message_id=mid,
+                  campaign=d.campaign, policy=d.policy, tag=d.tag)
+        self.store.execute(
+            "INSERT INTO outbox (message_id, user_id, channel, state, due_us, body) "
+            "VALUES (?, ?, ?, 'queued', ?, ?)",
+            (mid, s.user_id, d.channel, to_us(now), json.dumps(_message_body(mid, s, d, address))))
+
+
+def _message_body(mid: str, s: _UserState, d: Decision, address: str) -> dict[str, Any]:
+    meta = dict(d.meta)
+    template = meta.get("template")
+    text = meta.get("text") or meta.get("body") or f"[{d.campaign or 'message'}] {template or d.action}"
+    return {"message_id": mid, "idempotency_key": mid, "user_id": s.user_id, "channel": d.channel,
+            "address": address, "subject": meta.get("title") or template,
+            "body": str(text), "campaign": d.campaign, "template": template,
+            "meta": {k: v for k, v in meta.items() if _jsonable(v)}}
+
+
+def _jsonable(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool, type(None))) and not (
+        isinstance(v, float) and not math.isfinite(v))
+
+
+def _event_body(e: Event) -> dict[str, Any]:
+    return {"type": e.type, "ts": e.ts.isoformat(), "channel": e.channel,
+            "message_id": e.message_id, "value": e.value, "properties": dict(e.properties)}
