@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from omnisim.stats import mean_sd_ci, wald_diff_ci, welch_diff_ci, wilson_ci, z_value
 
 __all__ = [
     "FUNNEL_STAGES", "GROUP_COLUMNS", "breakdown", "decision_outcomes", "funnel", "lift_table",
@@ -54,41 +54,24 @@ MISSING_LABEL = "(none)"
 # --------------------------------------------------------------------------- intervals
 
 def _z(confidence: float) -> float:
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
-    return float(stats.norm.ppf(0.5 + confidence / 2))
+    return z_value(confidence)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``successes / n``; ``(nan, nan)`` when n == 0."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    z = _z(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
-    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    """Wilson score interval ``(lo, hi)`` for ``successes / n``; ``(nan, nan)`` when n == 0.
+
+    A thin view of :func:`omnisim.stats.wilson_ci` (the one implementation).
+    """
+    _, lo, hi = wilson_ci(successes, n, confidence)
     return (lo, hi)
 
 
 def mean_interval(x: Sequence[float] | np.ndarray | pd.Series, confidence: float = 0.95) -> tuple[float, float, float, float]:
     """``(mean, sd, lo, hi)``: Student t interval for the mean of ``x`` (sd with ddof=1).
 
-    With fewer than two values the interval is ``(nan, nan)``.
+    With fewer than two values the interval is ``(nan, nan)``. See :func:`omnisim.stats.mean_sd_ci`.
     """
-    _z(confidence)  # validates the level
-    a = np.asarray(x, dtype="float64")
-    n = a.size
-    if n == 0:
-        return (math.nan, math.nan, math.nan, math.nan)
-    m = float(a.mean())
-    if n < 2:
-        return (m, math.nan, math.nan, math.nan)
-    sd = float(a.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return (m, sd, m - half, m + half)
+    return mean_sd_ci(x, confidence)
 
 
 # --------------------------------------------------------------------------- attribution
@@ -351,7 +334,7 @@ def lift_table(
     if outcome != "value" and (outcome not in units.columns or outcome not in FUNNEL_STAGES):
         raise ValueError(f"unknown outcome {outcome!r}; this log has: "
                          f"{', '.join(outcome_columns(units, include_sent=True) + ['value'])}")
-    z = _z(confidence)
+    _z(confidence)
     cols = list(LIFT_COLUMNS) if by is None else [by, *LIFT_COLUMNS]
     if by is not None:
         _group_frame(units, [by])
@@ -368,24 +351,16 @@ def lift_table(
             y1 = t[outcome].astype("float64").to_numpy()
             n1, n0 = len(y1), len(y0)
             m1, m0 = y1.mean(), y0.mean()
-            diff = m1 - m0
             if outcome == "value":
-                v1 = y1.var(ddof=1) / n1 if n1 > 1 else math.nan
-                v0 = y0.var(ddof=1) / n0 if n0 > 1 else math.nan
-                se = math.sqrt(v1 + v0)
-                dof = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1)) if se > 0 else math.nan
-                q = float(stats.t.ppf(0.5 + confidence / 2, dof)) if se > 0 else math.nan
-                p = float(2 * stats.t.sf(abs(diff) / se, dof)) if se > 0 else math.nan
+                diff, lo, hi, p = welch_diff_ci(y1, y0, confidence)
                 method = "welch_t"
             else:
-                se = math.sqrt(m1 * (1 - m1) / n1 + m0 * (1 - m0) / n0)
-                q = z
-                p = float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else math.nan
+                diff, lo, hi, p = wald_diff_ci(y1.sum(), n1, y0.sum(), n0, confidence)
                 method = "wald"
             row = {
                 "outcome": outcome, "action": action, "baseline": baseline, "n": n1, "n_baseline": n0,
                 "estimate": m1, "baseline_estimate": m0, "diff": diff,
-                "lo": diff - q * se if se > 0 else math.nan, "hi": diff + q * se if se > 0 else math.nan,
+                "lo": lo, "hi": hi,
                 "relative": diff / m0 if m0 else math.nan, "p_value": p, "method": method,
                 "confidence": confidence,
             }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from typing import Any
 from omnisim.errors import OmnisimError
 
 __all__ = [
-    "ReportError", "ReportInfo", "ReportResult", "export_html", "list_reports", "notebooks_dir", "report_infos",
-    "run_report",
+    "ReportError", "ReportInfo", "ReportResult", "check_inputs", "check_params", "export_html",
+    "external_references", "list_reports", "notebooks_dir", "report_infos", "report_names", "run_report",
 ]
 
 KERNEL_NAME = "python3"
@@ -111,6 +112,14 @@ def report_infos() -> list[ReportInfo]:
     return out
 
 
+def report_names() -> list[str]:
+    """Names of the report notebooks (those with a ``parameters`` cell), without inspecting parameters."""
+    folder = notebooks_dir()
+    if not folder.is_dir():
+        return []
+    return [p.stem for p in sorted(folder.glob("*.ipynb")) if not p.name.startswith(".") and _has_parameters_cell(p)]
+
+
 def list_reports() -> dict[str, dict[str, str]]:
     """Report name → {parameter name → default, as written in the notebook (Python source)}.
 
@@ -129,24 +138,134 @@ def _notebook(name: str) -> Path:
     return path
 
 
-def export_html(notebook_path: Path, html_path: Path, title: str | None = None) -> Path:
-    """Write ``notebook_path`` as standalone HTML with input cells and prompts hidden.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+_EXTERNAL_REF = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 
-    ``title`` becomes the page title (default: the notebook's file name).
+
+def external_references(html: str) -> list[str]:
+    """Script, link, image or frame tags in ``html`` that would fetch from the network
+    (``src`` / ``href`` starting with ``http://``, ``https://`` or ``//``); [] when self-contained."""
+    return [m.group(0) for m in _EXTERNAL_REF.finditer(html)]
+
+
+def export_html(notebook_path: Path, html_path: Path, title: str | None = None) -> Path:
+    """Write ``notebook_path`` as self-contained HTML with input cells and prompts hidden.
+
+    Uses ``omnisim/templates/offline`` (JupyterLab's template without require.js, MathJax,
+    mermaid or widget scripts from a CDN); figures are embedded as base64 PNG. ``title``
+    becomes the page title (default: the notebook's file name). Raises :class:`ReportError`
+    if the page would still fetch anything from the network.
     """
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook_path, as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            embed_images=True, extra_template_basedirs=[str(TEMPLATE_DIR)],
+                            template_name="offline")
     resources = {"metadata": {"name": title or Path(notebook_path).stem}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
+    refs = external_references(body)
+    if refs:
+        raise ReportError(f"the HTML of {notebook_path} would fetch from the network: {refs[0][:120]}")
     html_path.write_text(body, encoding="utf-8")
     return html_path
 
 
+#: Allowed values of parameters with a fixed vocabulary (any report).
+PARAM_CHOICES: dict[str, tuple[str, ...]] = {
+    "metric": ("opened", "clicked"),
+    "reward": ("auto", "opened", "clicked", "visit", "purchase", "value"),
+}
+
+
+def check_params(name: str, params: dict[str, Any], known: dict[str, dict[str, str]] | None = None) -> None:
+    """Check ``params`` for report ``name`` before any kernel starts; raise :class:`ReportError`
+    (exit code 2) naming the parameter, its value and what is expected.
+
+    Checks: the name is a parameter of the notebook; the value's type matches the default's
+    (a number where the default is a number, a bool for a bool, text for text; ``None``
+    defaults take anything); ``confidence`` in (0, 1); durations (``*_h``, ``*_days``) and
+    the thresholds ``low_per_week`` / ``high_per_week`` / ``prior_sends`` >= 0; counts
+    (``max_*``, ``n_*``, ``min_*``) whole numbers >= 1 (``min_*`` >= 0); vocabularies in
+    :data:`PARAM_CHOICES`.
+    """
+    known = known if known is not None else _inspect(_notebook(name))
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ReportError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for report {name!r}; "
+                          f"it takes: {', '.join(known)}", exit_code=2)
+
+    def bad(p: str, v: Any, expected: str) -> ReportError:
+        return ReportError(f"report {name!r}: parameter {p} = {v!r} is invalid; expected {expected}", exit_code=2)
+
+    for p, v in params.items():
+        default = _default(known, p)
+        if v is None:
+            continue
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise bad(p, v, "true or false")
+        elif isinstance(default, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise bad(p, v, "a number")
+            if isinstance(default, int) and not isinstance(default, bool) and p != "seed" and v != int(v):
+                raise bad(p, v, "a whole number")
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise bad(p, v, "text")
+        elif isinstance(default, list) and not isinstance(v, (list, str)):
+            raise bad(p, v, "a list")
+        # range checks apply to a number, or to each number of a list (e.g. half_lives_h)
+        numbers = [x for x in (v if isinstance(v, list) else [v])
+                   if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        for x in numbers:
+            if p == "confidence" and not 0 < x < 1:
+                raise bad(p, v, "a level in (0, 1), e.g. 0.95")
+            if (p.endswith(("_h", "_days")) or p in ("prior_sends", "low_per_week", "high_per_week")) and x < 0:
+                raise bad(p, v, "a number >= 0 (the unit is in the name)")
+            if p.startswith(("max_", "n_")) and x < 1:
+                raise bad(p, v, "a whole number >= 1")
+            if p.startswith("min_") and x < 0:
+                raise bad(p, v, "a whole number >= 0")
+        if p in PARAM_CHOICES and v not in PARAM_CHOICES[p]:
+            raise bad(p, v, "one of " + ", ".join(PARAM_CHOICES[p]))
+    if "low_per_week" in known and "high_per_week" in known:
+        lo = params.get("low_per_week", _default(known, "low_per_week"))
+        hi = params.get("high_per_week", _default(known, "high_per_week"))
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
+            raise bad("low_per_week", lo, f"at most high_per_week ({hi})")
+
+
+def _default(known: dict[str, dict[str, str]], p: str) -> Any:
+    try:
+        return ast.literal_eval(known[p]["default"])
+    except (ValueError, SyntaxError, KeyError):
+        return None
+
+
+def check_inputs(params: dict[str, Any]) -> None:
+    """Validate the log (``log_path``) and users table (``users_path``) named in ``params``
+    before any kernel starts: :func:`omnisim.report_data.check_log` (in SQL for Parquet) and
+    :func:`omnisim.analysis.load_users`. Raises :class:`ReportError` (exit code 2) carrying the
+    validation message."""
+    from omnisim.analysis import load_users
+    from omnisim.log import LogValidationError
+    from omnisim.report_data import check_log
+
+    if params.get("log_path") is not None:
+        try:
+            check_log(params["log_path"])
+        except LogValidationError as exc:
+            raise ReportError(exc.one_paragraph(), exit_code=2) from None
+    if params.get("users_path") is not None:
+        try:
+            load_users(params["users_path"])
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"error: users table: {exc}", exit_code=2) from None
+
+
 def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
-               timeout_s: float = 600) -> ReportResult:
+               timeout_s: float = 600, check: bool = True) -> ReportResult:
     """Execute report ``name`` with ``params`` and write ``out`` (HTML).
 
     Parameters
@@ -162,6 +281,10 @@ def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
         paths are read relative to the current directory (the kernel runs there).
     timeout_s
         the longest any single cell may run (seconds; papermill's per-cell timeout).
+    check
+        validate the parameters (:func:`check_params`, always) and the log and users table
+        (:func:`check_inputs`) before starting the kernel, so that bad input fails fast with
+        the validation message (exit code 2) rather than a notebook traceback.
 
     Raises
     ------
@@ -180,10 +303,9 @@ def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
                           "the numbers are written next to it)", exit_code=2)
     params = dict(params or {})
     known = _inspect(nb_in)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ReportError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for report {name!r}; "
-                          f"it takes: {', '.join(known)}", exit_code=2)
+    check_params(name, params, known)
+    if check:
+        check_inputs(params)
     json_path: Path | None = None
     if "output_json" in known:
         if params.get("output_json") is None:
@@ -220,6 +342,12 @@ def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
             title = ast.literal_eval(known["title"]["default"])
         except (ValueError, SyntaxError):
             title = None
-    html = export_html(nb_out, out, title=str(title) if title else None)
+    try:
+        html = export_html(nb_out, out, title=str(title) if title else None)
+    except ReportError:
+        raise
+    except Exception as exc:  # template or conversion failure: say so, keep the executed notebook
+        raise ReportError(f"report {name!r} ran, but its HTML could not be written: {type(exc).__name__}: {exc}; "
+                          f"the executed notebook is at {nb_out}", notebook_path=nb_out) from None
     return ReportResult(html_path=html, notebook_path=nb_out,
                         json_path=json_path if json_path is not None and json_path.exists() else None)

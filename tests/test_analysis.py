@@ -189,3 +189,43 @@ def test_presentable_formats_rates_and_lifts():
     assert "90% CI" in rates.columns and rates["90% CI"].iloc[1].startswith("[0.00 %, ")
     lift = A.presentable(A.lift_table(sim_log(), "value", baseline="email"))
     assert set(lift["action"]) == {"push", "sms"} and lift["diff"].str.match(r"^[+-]\d").all()
+
+
+# --------------------------------------------------------------------------- one home for intervals
+
+def test_analysis_intervals_are_the_stats_ones():
+    from omnisim import stats as S
+
+    for k, n in [(0, 10), (3, 10), (10, 10), (267, 21307)]:
+        assert A.wilson_interval(k, n, 0.9) == S.wilson_ci(k, n, 0.9)[1:]
+    x = np.random.default_rng(3).normal(size=30)
+    assert A.mean_interval(x, 0.9) == S.mean_sd_ci(x, 0.9)
+    vec = S.wilson_ci(np.array([0, 3, 10]), np.array([10, 10, 10]))
+    assert vec[1][0] == 0.0 and vec[2][2] == 1.0 and np.isnan(S.wilson_ci(0, 0)[0])
+
+
+def test_welch_and_wald_against_scipy():
+    from omnisim import stats as S
+
+    rng = np.random.default_rng(5)
+    a, b = rng.exponential(2.0, 80), rng.exponential(1.5, 120)
+    d, lo, hi, p = S.welch_diff_ci(a, b, 0.9)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(0.9)
+    assert (d, lo, hi, p) == pytest.approx((a.mean() - b.mean(), ci.low, ci.high, res.pvalue))
+    d, lo, hi, p = S.wald_diff_ci(30, 100, 20, 120, 0.95)
+    p1, p0 = 0.3, 20 / 120
+    se = math.sqrt(p1 * (1 - p1) / 100 + p0 * (1 - p0) / 120)
+    assert (lo, hi) == pytest.approx((p1 - p0 - 1.959964 * se, p1 - p0 + 1.959964 * se), rel=1e-6)
+    assert p == pytest.approx(2 * stats.norm.sf((p1 - p0) / se))
+
+
+def test_mean_ci_from_sums_equals_mean_sd_ci():
+    from omnisim import stats as S
+
+    x = np.random.default_rng(9).gamma(2.0, 3.0, 57)
+    m, sd, lo, hi = S.mean_ci_from_sums(len(x), x.sum(), (x ** 2).sum(), 0.95)
+    assert (m, sd, lo, hi) == pytest.approx(S.mean_sd_ci(x, 0.95))
+    assert np.isnan(S.mean_ci_from_sums(1, 2.0, 4.0)[2]) and np.isnan(S.mean_ci_from_sums(0, 0.0, 0.0)[0])
+    with pytest.raises(ValueError, match="confidence"):
+        S.mean_ci_from_sums(3, 1, 1, confidence=95)

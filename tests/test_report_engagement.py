@@ -143,8 +143,12 @@ def test_breakdown_by_zip_code(report, raw):
 def test_failing_notebook_raises_report_error_with_its_message(tmp_path):
     missing = tmp_path / "no_such_log.parquet"
     out = tmp_path / "broken.html"
-    with pytest.raises(ReportError) as err:
+    with pytest.raises(ReportError) as fast:  # by default the log is checked before any kernel starts
         run_report("engagement_report", out, {"log_path": str(missing)})
+    assert fast.value.exit_code == 2 and "file not found" in str(fast.value)
+    assert fast.value.notebook_path is None and not out.with_suffix(".ipynb").exists()
+    with pytest.raises(ReportError) as err:  # unchecked: the notebook's own error surfaces
+        run_report("engagement_report", out, {"log_path": str(missing)}, check=False)
     msg = str(err.value)
     assert "LogValidationError" in msg and "file not found" in msg and "no_such_log.parquet" in msg
     assert "cell" in msg

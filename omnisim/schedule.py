@@ -1,0 +1,193 @@
+"""`omnisim report run`: run a schedule of reports unattended and write an index page.
+
+A schedule file (YAML)::
+
+    reports:
+      - name: channel_comparison          # a report notebook (``omnisim report list``)
+        log: exports/engagement.parquet   # the engagement log (file or Parquet directory)
+        users: exports/users.parquet      # optional users table
+        params: {attribution_window_h: 72} # optional notebook parameters
+        out: channels_72h                 # optional output name (default: the report name, numbered if repeated)
+
+Relative paths are relative to the schedule file's directory. :func:`run_schedule` runs
+every entry (one failing report does not stop the others), writes
+``<out_dir>/<YYYY-MM-DD>/<out>.html`` (+ ``.ipynb`` and ``.json``) and an ``index.html``
+linking every report with its status and time, and logs one line per report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omnisim.errors import OmnisimError
+
+__all__ = ["ScheduleError", "ScheduledReport", "ReportOutcome", "load_schedule", "run_schedule", "write_index"]
+
+log = logging.getLogger("omnisim.schedule")
+_KEYS = ("name", "log", "users", "params", "out")
+
+
+class ScheduleError(OmnisimError, ValueError):
+    """The schedule file is missing or malformed; the message names the key at fault."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ScheduledReport:
+    """One entry of a schedule: report ``name``, ``log`` / ``users`` paths, ``params``, ``out`` stem."""
+
+    name: str
+    log: Path
+    users: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    out: str = ""
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What happened to one scheduled report: ``status`` is ``ok`` or ``failed``; ``seconds`` wall time."""
+
+    entry: ScheduledReport
+    status: str
+    html: Path | None
+    message: str
+    seconds: float
+
+
+def load_schedule(path: str | Path) -> list[ScheduledReport]:
+    """Read and validate a schedule file; raise :class:`ScheduleError` naming the bad key
+    (e.g. ``reports[2].params: expected a mapping of parameter names to values, got list``)."""
+    import yaml
+
+    from omnisim.reports import report_names
+
+    path = Path(path)
+    if not path.exists():
+        raise ScheduleError(f"{path}: schedule file not found (looked at {path.resolve()})")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScheduleError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or "reports" not in doc:
+        raise ScheduleError(f"{path}: expected a mapping with the key 'reports' (a list of "
+                            "{name, log, users?, params?, out?})")
+    extra = sorted(set(doc) - {"reports"})
+    if extra:
+        raise ScheduleError(f"{path}: unknown top-level key(s) {', '.join(map(repr, extra))}; expected only 'reports'")
+    items = doc["reports"]
+    if not isinstance(items, list) or not items:
+        raise ScheduleError(f"{path}: 'reports' must be a non-empty list; got {type(items).__name__}")
+    known = set(report_names())
+    base = path.resolve().parent
+    out: list[ScheduledReport] = []
+    stems: dict[str, int] = {}
+    for i, item in enumerate(items):
+        where = f"{path}: reports[{i}]"
+        if not isinstance(item, dict):
+            raise ScheduleError(f"{where}: expected a mapping with keys name, log (users, params, out optional); "
+                                f"got {type(item).__name__}")
+        bad = sorted(set(item) - set(_KEYS))
+        if bad:
+            raise ScheduleError(f"{where}: unknown key(s) {', '.join(map(repr, bad))}; allowed: {', '.join(_KEYS)}")
+        for key in ("name", "log"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise ScheduleError(f"{where}.{key}: required, a non-empty string")
+        if item["name"] not in known:
+            raise ScheduleError(f"{where}.name: unknown report {item['name']!r}; available: {', '.join(sorted(known))}")
+        users = item.get("users")
+        if users is not None and not isinstance(users, str):
+            raise ScheduleError(f"{where}.users: expected a path (string); got {type(users).__name__}")
+        params = item.get("params") or {}
+        if not isinstance(params, dict):
+            raise ScheduleError(f"{where}.params: expected a mapping of parameter names to values, "
+                                f"got {type(params).__name__}")
+        for reserved in ("log_path", "users_path", "output_json"):
+            if reserved in params:
+                raise ScheduleError(f"{where}.params.{reserved}: set by the schedule ('log' / 'users' / the output)")
+        stem = item.get("out") or item["name"]
+        if not isinstance(stem, str) or "/" in stem or stem.startswith("."):
+            raise ScheduleError(f"{where}.out: expected a plain file name without '/'; got {stem!r}")
+        stem = stem.removesuffix(".html")
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}-{stems[stem]}"
+        out.append(ScheduledReport(
+            name=item["name"], log=(base / item["log"]).resolve(),
+            users=(base / users).resolve() if users else None, params=dict(params), out=stem))
+    return out
+
+
+def run_schedule(entries: list[ScheduledReport], out_dir: str | Path = "reports", *,
+                 date: dt.date | None = None, echo: Callable[[str], None] | None = None,
+                 timeout_s: float = 600) -> tuple[Path, list[ReportOutcome]]:
+    """Run every entry; write ``<out_dir>/<date>/<out>.html`` and ``index.html``.
+
+    A failing report (bad input, failing cell) is recorded with its message and the others
+    still run. ``echo`` receives one line per report (default: the module's logger at INFO).
+    Returns ``(index_path, outcomes)``.
+    """
+    from omnisim.reports import ReportError, run_report
+
+    date = date or dt.date.today()
+    folder = Path(out_dir) / date.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    say = echo or log.info
+    outcomes = []
+    for e in entries:
+        t0 = time.perf_counter()
+        params = {"log_path": str(e.log), "users_path": str(e.users) if e.users else None, **e.params}
+        try:
+            res = run_report(e.name, folder / f"{e.out}.html", params, timeout_s=timeout_s)
+            oc = ReportOutcome(e, "ok", res.html_path, "", time.perf_counter() - t0)
+        except ReportError as exc:
+            oc = ReportOutcome(e, "failed", None, str(exc), time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - one report must not stop the others
+            oc = ReportOutcome(e, "failed", None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        outcomes.append(oc)
+        first = oc.message.splitlines()[0][:300] if oc.message else ""
+        say(f"{oc.status.upper():6} {e.out:28} {oc.seconds:6.1f} s  {oc.html or ''}{'  ' + first if first else ''}")
+    index = write_index(folder, outcomes, date)
+    return index, outcomes
+
+
+def write_index(folder: Path, outcomes: list[ReportOutcome], date: dt.date) -> Path:
+    """``folder/index.html``: one row per report with its status, link (if it ran), inputs,
+    time and the error message of failures. Self-contained (inline CSS, no scripts)."""
+    rows = []
+    for oc in outcomes:
+        link = (f'<a href="{html.escape(oc.html.name)}">{html.escape(oc.entry.out)}</a>' if oc.html
+                else html.escape(oc.entry.out))
+        cls = "ok" if oc.status == "ok" else "failed"
+        rows.append(
+            f'<tr class="{cls}"><td>{link}</td><td>{html.escape(oc.entry.name)}</td>'
+            f'<td class="status">{oc.status}</td><td>{oc.seconds:.1f} s</td>'
+            f"<td><code>{html.escape(str(oc.entry.log))}</code></td>"
+            f"<td>{html.escape(oc.message)}</td></tr>")
+    n_fail = sum(oc.status != "ok" for oc in outcomes)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>omnisim reports {date.isoformat()}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }}
+tr.ok .status {{ color: #1a7f37; font-weight: bold; }} tr.failed .status {{ color: #cf222e; font-weight: bold; }}
+code {{ font-size: 12px; }}
+</style></head><body>
+<h1>Reports of {date.isoformat()}</h1>
+<p>{len(outcomes)} reports, {len(outcomes) - n_fail} ok, {n_fail} failed.</p>
+<table><thead><tr><th>report</th><th>notebook</th><th>status</th><th>time</th><th>log</th><th>message</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+"""
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
