@@ -1,0 +1,70 @@
+"""How the vectorised engine talks to policies: trigger filtering and the batch method.
+
+The contract (``docs/decision-core.md``, "Batch decisions") has two optional attributes on a
+policy, both pure conveniences for engines that decide for many users at once:
+
+``trigger_kinds: frozenset[str]``
+    The trigger kinds for which ``decide`` may return a non-empty list. For any other kind
+    the engine may skip the call: ``decide`` would have returned ``[]``, which logs nothing.
+``decide_batch(ctxs: Sequence[Context], rng: Generator) -> list[list[Decision]]``
+    Decisions for several independent contexts (different users) at once; element ``i``
+    must be what ``decide(ctxs[i], rng_i)`` could have returned — the same distribution,
+    the same propensities. The rng stream may be consumed in any (deterministic) order.
+
+A policy without them is called once per context through ``decide`` (slower, exact).
+Wrappers that do not declare them are looked through when they are the known pass-through
+wrappers (:class:`~omnisim.policies.pressure.PressuredPolicy`,
+:class:`~omnisim.policies.holdout.HoldoutPolicy`): their decisions are empty exactly when the
+wrapped policy's are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from omnisim.policies.base import Context, Decision
+
+__all__ = ["trigger_kinds", "batch_decider"]
+
+
+def _passthrough(policy: Any) -> Any | None:
+    """The wrapped policy of a known pass-through wrapper, else ``None``."""
+    from omnisim.policies.holdout import HoldoutPolicy
+    from omnisim.policies.pressure import PressuredPolicy
+
+    if isinstance(policy, (PressuredPolicy, HoldoutPolicy)):
+        return policy.policy
+    return None
+
+
+def trigger_kinds(policy: Any) -> frozenset[str] | None:
+    """Trigger kinds ``policy`` may answer with decisions; ``None`` means "any kind".
+
+    Reads ``policy.trigger_kinds`` or, for a pass-through wrapper, the wrapped policy's.
+    """
+    kinds = getattr(policy, "trigger_kinds", None)
+    if kinds is not None:
+        return frozenset(kinds)
+    inner = _passthrough(policy)
+    return trigger_kinds(inner) if inner is not None else None
+
+
+def batch_decider(policy: Any) -> Callable[[Sequence[Context], np.random.Generator],
+                                           list[list[Decision]]]:
+    """A function ``(ctxs, rng) -> list[list[Decision]]`` for ``policy``.
+
+    Uses ``policy.decide_batch`` when the policy itself defines it; a wrapper's decisions
+    can differ from the wrapped policy's (holdout scaling), so wrappers without their own
+    batch method fall back to one ``decide`` call per context — never an approximation.
+    """
+    fn = getattr(policy, "decide_batch", None)
+    if callable(fn):
+        return fn
+    decide = policy.decide
+
+    def one_by_one(ctxs: Sequence[Context], rng: np.random.Generator) -> list[list[Decision]]:
+        return [decide(c, rng) for c in ctxs]
+
+    return one_by_one

@@ -1,0 +1,345 @@
+"""Sweeps: scenarios × policies × seeds on Dask distributed, streamed back as they finish.
+
+:func:`sweep` builds one task per ``(scenario, policy, seed)``, submits them to a Dask
+``distributed`` scheduler — a ``LocalCluster`` started for the call by default, or any
+running scheduler given by address (``tcp://host:8786``) or an existing ``Client`` — and
+collects each run's metrics as it finishes (tqdm progress bar). The result table is sorted
+into task order, so it is identical to a sequential run of the same tasks
+(``scheduler="sequential"``, no Dask at all): each run depends only on its scenario, policy
+and seed.
+
+With ``log_dir``, each run's engagement log is written by the worker that ran it as one
+Parquet part, ``<log_dir>/run=<run_id>/part-00000.parquet`` (Hive-style partitions; read
+them back with ``pandas.read_parquet(log_dir)`` or DuckDB); logs never travel back to the
+client and are never all in memory at once.
+
+Config files (``omnisim sweep --config sweep.yaml``)::
+
+    scenario: default            # base scenario: built-in name or YAML path
+    n_users: 2000                # optional overrides of the base scenario
+    days: 30
+    engine: fast                 # fast | simpy
+    seeds: 5                     # a count (0..K-1) or a list of seeds
+    grid:                        # scenario variants: the product of these key paths' values
+      fatigue.half_life_h: [36, 72, 144]
+    policies:                    # names, or policy-file mappings (omnisim.policies.registry)
+      - seed_journey+pressure
+      - {name: cap1, journeys: [seed_journey], pressure: {caps: [{max: 1, window_h: 168}]}}
+
+Every key is validated; an error names the file and key path
+(``sweep.yaml: grid.fatigue.half_life_h: expected a non-empty list of values``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from omnisim.policies import _spec
+
+__all__ = ["SweepConfigError", "SweepTask", "SweepConfig", "load_sweep_config", "sweep_tasks",
+           "run_task", "sweep", "run_sweep_config"]
+
+CONFIG_KEYS = ("scenario", "n_users", "days", "engine", "seeds", "grid", "policies", "name")
+
+
+class SweepConfigError(_spec.SpecError):
+    """An invalid sweep config; the message names the file and the key path."""
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    """One run of a sweep.
+
+    Attributes
+    ----------
+    run_id : int
+        Position in the task list (and the log partition name).
+    scenario_name : str
+        Label of the scenario variant (``default[fatigue.half_life_h=36]``).
+    scenario : Scenario
+        The scenario to run (overrides applied).
+    policy : str | Mapping
+        A policy name / YAML path, or a policy-file mapping (resolved on the worker).
+    policy_label : str
+        The label shown in the results (the name, or the mapping's ``name``).
+    seed : int
+    params : Mapping[str, Any]
+        The grid values of this variant (one column each in the results).
+    engine : str
+        ``fast`` or ``simpy``.
+    """
+
+    run_id: int
+    scenario_name: str
+    scenario: Any
+    policy: Any
+    policy_label: str
+    seed: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    engine: str = "fast"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep config: the tasks it expands to, plus where it came from."""
+
+    name: str
+    tasks: list[SweepTask]
+    source: str
+
+
+# -- building tasks --------------------------------------------------------------------------
+
+def _policy_label(policy: Any) -> str:
+    if isinstance(policy, Mapping):
+        return str(policy.get("name") or policy.get("policy") or "policy")
+    if isinstance(policy, (str, Path)):
+        return str(policy)
+    return str(getattr(policy, "name", type(policy).__name__))
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """``"a.b.c", v`` → ``{"a": {"b": {"c": v}}}``."""
+    out: dict[str, Any] = {}
+    cur = out
+    keys = path.split(".")
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+    return out
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def sweep_tasks(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int], *,
+                grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
+                days: float | None = None, engine: str = "fast") -> list[SweepTask]:
+    """The task list of a sweep, in a fixed order (scenario variant, policy, seed).
+
+    ``scenarios``: a :class:`~omnisim.model.scenario.Scenario`, a built-in name / YAML path,
+    a list of those, or a mapping ``label -> scenario``. ``grid`` maps scenario key paths
+    (``fatigue.half_life_h``) to the values to try; every scenario is crossed with their
+    product. ``n_users`` / ``days`` override every scenario.
+    """
+    from omnisim.experiment import ENGINES, _resolve_scenario
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if isinstance(scenarios, Mapping):
+        bases = [(str(k), _resolve_scenario(v)) for k, v in scenarios.items()]
+    else:
+        items = scenarios if isinstance(scenarios, (list, tuple)) else [scenarios]
+        bases = [(_resolve_scenario(s).name, _resolve_scenario(s)) for s in items]
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    grid = dict(grid or {})
+    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
+    base_over = {k: v for k, v in (("n_users", n_users), ("days", days)) if v is not None}
+    tasks: list[SweepTask] = []
+    for label, base in bases:
+        for combo in combos:
+            over: dict[str, Any] = dict(base_over)
+            for path, value in combo.items():
+                over = _merge(over, _nested(path, value))
+            sc = base.replace(**over) if over else base
+            name = label + (f"[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else "")
+            for pol in policies:
+                for seed in seeds:
+                    tasks.append(SweepTask(len(tasks), name, sc, pol, _policy_label(pol), seed,
+                                           combo, engine))
+    return tasks
+
+
+# -- running one task ------------------------------------------------------------------------
+
+def run_task(task: SweepTask, log_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run one task (on a worker); return its flat metrics row, writing its log if asked."""
+    from omnisim.experiment import run_one
+    from omnisim.policies.registry import load_policy
+
+    policy = load_policy(task.policy) if isinstance(task.policy, Mapping) else task.policy
+    r = run_one(task.scenario, policy, task.seed, engine=task.engine)
+    row: dict[str, Any] = {"run_id": task.run_id, "scenario": task.scenario_name,
+                           "policy": task.policy_label, "policy_name": r.policy, "seed": task.seed,
+                           "engine": task.engine, **dict(task.params)}
+    row.update({k: v for k, v in r.metrics.items() if not isinstance(v, dict)})
+    if log_dir is not None:
+        part = Path(log_dir) / f"run={task.run_id}" / "part-00000.parquet"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        r.log.assign(scenario=task.scenario_name, policy_label=task.policy_label,
+                     seed=task.seed).to_parquet(part, index=False)
+        row["log_path"] = str(part)
+    return row
+
+
+# -- the sweep -------------------------------------------------------------------------------
+
+def _results(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(sorted(rows, key=lambda r: r["run_id"])).reset_index(drop=True)
+
+
+def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: int,
+               processes: bool) -> Iterator[dict[str, Any]]:
+    from distributed import Client, LocalCluster, as_completed
+
+    own_cluster = own_client = None
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        if scheduler is None:
+            own_cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                       processes=processes, dashboard_address=None)
+            address: Any = own_cluster
+        else:
+            address = scheduler
+        client = own_client = Client(address)
+    try:
+        futures = [client.submit(run_task, t, None if log_dir is None else str(log_dir),
+                                 key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False)
+                   for t in tasks]
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+
+
+def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 3, *,
+          grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
+          days: float | None = None, engine: str = "fast", scheduler: Any = None,
+          n_workers: int = 2, processes: bool = True, log_dir: str | Path | None = None,
+          progress: bool = True, tasks: list[SweepTask] | None = None) -> pd.DataFrame:
+    """Run scenarios × policies × seeds and return one metrics row per run.
+
+    Parameters
+    ----------
+    scenarios, policies, seeds, grid, n_users, days, engine
+        See :func:`sweep_tasks` (ignored when ``tasks`` is given).
+    scheduler
+        ``None``: a ``LocalCluster`` of ``n_workers`` workers (one thread each; worker
+        processes unless ``processes=False``) started for this call; a scheduler address
+        (``"tcp://10.0.0.5:8786"``); a ``distributed.Client``; or ``"sequential"`` to run in
+        this process without Dask (the reference the distributed results equal).
+    log_dir
+        Write each run's log as ``<log_dir>/run=<run_id>/part-00000.parquet``.
+    progress
+        A tqdm bar advancing as runs finish (in completion order).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Sorted by ``run_id``: ``run_id, scenario, policy, policy_name, seed, engine``, the
+        grid's columns, every flat metric of :func:`omnisim.metrics.log_metrics`, and
+        ``log_path`` when ``log_dir`` is given.
+    """
+    if tasks is None:
+        tasks = sweep_tasks(scenarios, policies, seeds, grid=grid, n_users=n_users, days=days,
+                            engine=engine)
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+    if scheduler == "sequential":
+        stream: Iterator[dict[str, Any]] = (run_task(t, log_dir) for t in tasks)
+    else:
+        stream = _iter_dask(tasks, scheduler, log_dir, n_workers, processes)
+    rows = []
+    with tqdm(total=len(tasks), unit="run", desc="sweep", disable=not progress) as bar:
+        for row in stream:
+            rows.append(row)
+            bar.update()
+    return _results(rows)
+
+
+# -- config files ----------------------------------------------------------------------------
+
+def _fail(source: str, key: str, expected: str, value: Any) -> SweepConfigError:
+    return SweepConfigError(f"{source}: {key}: expected {expected}, got {value!r}")
+
+
+def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
+    """Read and validate a sweep config (module docstring); errors name the key path."""
+    from omnisim.experiment import ENGINES
+    from omnisim.model.scenario import ScenarioError, load_scenario
+    from omnisim.policies.registry import get_policy, load_policy
+
+    data, label = _spec.load_yaml(source, SweepConfigError)
+    label = label or "<sweep config>"
+    if not isinstance(data, Mapping):
+        raise SweepConfigError(f"{label}: expected a mapping of sweep keys, got {type(data).__name__}")
+    for key in data:
+        if key not in CONFIG_KEYS:
+            raise SweepConfigError(f"{label}: {key}: unknown key; expected one of "
+                                   f"{', '.join(CONFIG_KEYS)}")
+    scen = data.get("scenario", "default")
+    if not isinstance(scen, str):
+        raise _fail(label, "scenario", "a built-in scenario name or a YAML path", scen)
+    if isinstance(source, (str, Path)) and scen.endswith((".yaml", ".yml")):
+        scen = str(Path(source).parent / scen)
+    try:
+        base = load_scenario(scen)
+    except ScenarioError as exc:
+        raise SweepConfigError(f"{label}: scenario: {exc}") from None
+    n_users = data.get("n_users")
+    if n_users is not None and (isinstance(n_users, bool) or not isinstance(n_users, int) or n_users < 1):
+        raise _fail(label, "n_users", "an integer >= 1", n_users)
+    days = data.get("days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        raise _fail(label, "days", "a number > 0", days)
+    engine = data.get("engine", "fast")
+    if engine not in ENGINES:
+        raise _fail(label, "engine", "one of " + ", ".join(ENGINES), engine)
+    seeds = data.get("seeds", 3)
+    if isinstance(seeds, bool) or not (
+            (isinstance(seeds, int) and seeds >= 1)
+            or (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                          and s >= 0 for s in seeds))):
+        raise _fail(label, "seeds", "a count >= 1 or a non-empty list of integers >= 0", seeds)
+    grid = data.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise _fail(label, "grid", "a mapping of scenario key paths to lists of values", grid)
+    for path, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(label, f"grid.{path}", "a non-empty list of values", values)
+        for v in values:  # validate each value against the scenario schema now
+            try:
+                base.replace(**_nested(str(path), v))
+            except ScenarioError as exc:
+                raise SweepConfigError(f"{label}: grid.{path}: {exc}") from None
+            except TypeError as exc:
+                raise SweepConfigError(f"{label}: grid.{path}: {exc}") from None
+    policies = data.get("policies")
+    if not isinstance(policies, list) or not policies:
+        raise _fail(label, "policies", "a non-empty list of policy names or policy mappings", policies)
+    for i, pol in enumerate(policies):
+        if not isinstance(pol, (str, Mapping)):
+            raise _fail(label, f"policies[{i}]", "a policy name or a policy mapping", pol)
+        try:
+            load_policy(pol) if isinstance(pol, Mapping) else get_policy(pol)
+        except _spec.SpecError as exc:
+            raise SweepConfigError(f"{label}: policies[{i}]: {exc}") from None
+    name = data.get("name", Path(label).stem if not isinstance(source, Mapping) else "sweep")
+    tasks = sweep_tasks({base.name: base}, policies, seeds, grid=grid, n_users=n_users,
+                        days=float(days) if days is not None else None, engine=engine)
+    return SweepConfig(str(name), tasks, label)
+
+
+def run_sweep_config(source: str | Path | Mapping[str, Any], *, scheduler: Any = None,
+                     n_workers: int = 2, log_dir: str | Path | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """Load a sweep config and run it (see :func:`sweep`)."""
+    cfg = load_sweep_config(source)
+    return sweep(None, [], tasks=cfg.tasks, scheduler=scheduler, n_workers=n_workers,
+                 log_dir=log_dir, progress=progress)
