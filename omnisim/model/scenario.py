@@ -70,6 +70,11 @@ class Scenario:
     behavior: BehaviorParams = field(default_factory=BehaviorParams)
     channels: Channels = field(default_factory=Channels)
     fatigue: FatigueParams = field(default_factory=FatigueParams)
+    #: Provenance of fitted values (written by :func:`omnisim.model.calibrate.calibrate`):
+    #: ``{"parameters": {key path: {"status": "estimated", "value", "ci", "n"} or
+    #: {"status": "default", "reason"}}, ...}``. Metadata only: the model never reads it;
+    #: it is validated by :func:`_check_calibration`.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def horizon_h(self) -> float:
@@ -251,9 +256,60 @@ def _finish(sc: Scenario, source: str) -> Scenario:
         names = [s.name for s in segs]
         if len(set(names)) != len(names):
             raise ScenarioError(f"population.segments: duplicate segment names in {names}")
+        if sc.calibration:
+            _check_calibration(sc.calibration)
     except ScenarioError as exc:
         raise ScenarioError(str(exc), source) from None
     return sc
+
+
+_CALIBRATION_KEYS = ("source", "notes", "parameters", "campaigns", "report")
+_STATUS = ("estimated", "default", "derived")
+
+
+def _check_calibration(block: Mapping[str, Any]) -> None:
+    """Validate the ``calibration:`` block (provenance of fitted parameters).
+
+    Keys: ``source`` / ``notes`` / ``report`` (free-form), ``parameters`` (key path →
+    entry) and ``campaigns`` (campaign → key path → entry). An entry is
+    ``{status: estimated, value, ci: [low, high], n}``, ``{status: derived, value, reason}``
+    or ``{status: default, reason}``; ``reason`` says why a value is not estimated.
+    """
+    for k in block:
+        if k not in _CALIBRATION_KEYS:
+            raise ScenarioError(f"calibration.{k}: unknown key; expected one of "
+                                f"{', '.join(_CALIBRATION_KEYS)}")
+
+    def entries(table: Any, path: str) -> None:
+        if not isinstance(table, Mapping):
+            raise ScenarioError(f"{path}: expected a mapping of key paths to entries, got {table!r}")
+        for key, e in table.items():
+            p = f"{path}.{key}"
+            if not isinstance(e, Mapping) or e.get("status") not in _STATUS:
+                raise ScenarioError(f"{p}: expected a mapping with status one of "
+                                    f"{', '.join(_STATUS)}, got {e!r}")
+            st = e["status"]
+            if st == "estimated":
+                ci, n = e.get("ci"), e.get("n")
+                if not (isinstance(ci, list) and len(ci) == 2
+                        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in ci)
+                        and ci[0] <= ci[1]):
+                    raise ScenarioError(f"{p}.ci: expected [low, high] with low <= high, got {ci!r}")
+                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                    raise ScenarioError(f"{p}.n: expected an integer >= 0 (data volume), got {n!r}")
+                if "value" not in e:
+                    raise ScenarioError(f"{p}.value: missing; an estimated entry needs its value")
+            elif not isinstance(e.get("reason"), str) or not e["reason"]:
+                raise ScenarioError(f"{p}.reason: a {st} entry must say why "
+                                    f"(e.g. 'not identifiable from this log: no opened rows')")
+
+    if "parameters" in block:
+        entries(block["parameters"], "calibration.parameters")
+    camps = block.get("campaigns", {})
+    if not isinstance(camps, Mapping):
+        raise ScenarioError(f"calibration.campaigns: expected a mapping, got {camps!r}")
+    for name, table in camps.items():
+        entries(table, f"calibration.campaigns.{name}")
 
 
 # --- loading -----------------------------------------------------------------------------
