@@ -1,18 +1,67 @@
-"""omnisim: simulate customers, evaluate and learn messaging policies, send, report."""
+"""omnisim: simulate customers, evaluate and learn messaging policies, send, report.
 
+The public API is listed in ``__all__``. Heavy parts (engines, learning, Dask, Optuna) are
+imported on first use, so ``import omnisim`` and the command line stay quick.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import Any
 
 try:
     __version__ = _version("omnisim")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from omnisim.errors import OmnisimError  # noqa: E402
 from omnisim.log import (  # noqa: E402
     COLUMNS, EVENTS, LogValidationError, empty_log, read_log, summarize, validate, write_log,
 )
 
+#: Public name → module it lives in (imported lazily, PEP 562).
+_LAZY: dict[str, str] = {
+    # the simulated world and experiments
+    "load_scenario": "omnisim.model.scenario",
+    "Scenario": "omnisim.model.scenario",
+    "run_one": "omnisim.experiment",
+    "compare": "omnisim.experiment",
+    "plot_comparison": "omnisim.experiment",
+    "sweep": "omnisim.sweep",
+    "calibrate": "omnisim.model.calibrate",
+    "fit_calibration": "omnisim.model.calibrate",
+    "tune": "omnisim.tune",
+    # the decision core
+    "Context": "omnisim.policies.base",
+    "Decision": "omnisim.policies.base",
+    "Policy": "omnisim.policies.base",
+    "get_policy": "omnisim.policies.registry",
+    "list_policies": "omnisim.policies.registry",
+    "check_policy": "omnisim.policies.check",
+    "export_policy": "omnisim.policies.artifact",
+    "load_artifact": "omnisim.policies.artifact",
+    "train_policy": "omnisim.policies.artifact",
+    "evaluate_policy": "omnisim.policies.ope_log",
+    # data and reports
+    "hillstrom_log": "omnisim.datasets",
+    "obd_log": "omnisim.datasets",
+    "run_report": "omnisim.reports",
+}
+
 __all__ = [
-    "__version__",
+    "__version__", "OmnisimError",
     "COLUMNS", "EVENTS", "LogValidationError", "empty_log", "read_log", "summarize",
     "validate", "write_log",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'omnisim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -71,6 +71,9 @@ _users_opt = click.option("--users", "n_users", type=click.IntRange(min=1), defa
                           help="Number of users (default: the scenario's).")
 _days_opt = click.option("--days", type=click.FloatRange(min=0, min_open=True), default=None,
                          help="Horizon in days (default: the scenario's).")
+_engine_opt = click.option("--engine", type=click.Choice(["fast", "simpy"]), default="fast",
+                           show_default=True,
+                           help="Simulation engine: fast (vectorised) or simpy (the reference).")
 
 
 def _jsonable(o):
@@ -103,12 +106,14 @@ def _dumps(o) -> str:
               help="Write the engagement log here (.parquet or .csv); users table next to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_engine_opt
 def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | None, seed: int,
-                 log_out: Path | None, as_json: bool, progress: bool) -> None:
+                 log_out: Path | None, as_json: bool, progress: bool, engine: str) -> None:
     """Simulate one policy on a scenario and print its metrics."""
     from omnisim.experiment import run_one
 
-    r = run_one(scenario, policy, seed, n_users=n_users, days=days, progress=progress and not as_json)
+    r = run_one(scenario, policy, seed, n_users=n_users, days=days, engine=engine,
+                progress=progress and not as_json)
     m = {"users": r.metrics["users"], "days": r.metrics["days"], "seed": seed, "policy": r.policy, **r.metrics}
     if log_out is not None:
         from omnisim.log import write_log
@@ -135,13 +140,15 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON records.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write the comparison table (.csv) and the per-run table next to it.")
+@_engine_opt
 def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, days: float | None,
-                as_json: bool, out: Path | None) -> None:
+                as_json: bool, out: Path | None, engine: str) -> None:
     """Compare policies over seeds: each metric's mean and 95 % CI."""
     from omnisim.experiment import compare
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    table = compare(scenario, names, seeds, n_users=n_users, days=days, progress=not as_json)
+    table = compare(scenario, names, seeds, n_users=n_users, days=days, progress=not as_json,
+                    engine=engine)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -184,10 +191,15 @@ def demo_cmd(out: Path, n_users: int, days: float, seeds: int) -> None:
 
 # ---------------------------------------------------------------- command groups in their own modules
 # One line per group; each module defines a click command or group named as imported.
+from omnisim.cli_calibrate import calibrate  # noqa: E402
+from omnisim.cli_ope import ope  # noqa: E402
 from omnisim.cli_policy import policy  # noqa: E402
 from omnisim.cli_report import report  # noqa: E402
+from omnisim.cli_sweep import sweep  # noqa: E402
+from omnisim.cli_tune import tune  # noqa: E402
+from omnisim.send.cli import send  # noqa: E402
 
-for _command in (policy, report):
+for _command in (policy, report, send, ope, sweep, calibrate, tune):
     main.add_command(_command)
 
 

@@ -6,6 +6,7 @@ and world randomness (common random numbers) and differences are not sampling no
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -73,14 +74,32 @@ def holdout_members(policy, user_ids: Iterable[str]) -> set[str]:
     return {u for u in user_ids if holdout.contains(u)}
 
 
-def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
-            rules=None, engine: str = "simpy", progress: bool = False) -> RunResult:
-    """Simulate one policy on one seed and score the log."""
-    from omnisim.model.engine_simpy import simulate
+#: Simulation engines by name: ``fast`` (vectorised, the default; parity with the reference
+#: engine is tested in tests/test_engine_parity.py) and ``simpy`` (the readable reference).
+ENGINES: tuple[str, ...] = ("fast", "simpy")
+DEFAULT_ENGINE = "fast"
 
-    if engine != "simpy":
-        raise ValueError(f"unknown engine {engine!r}; available: simpy")
+
+def get_engine(engine: str):
+    """The ``simulate`` function of engine ``engine`` (``fast`` or ``simpy``)."""
+    if engine == "fast":
+        from omnisim.model.engine_fast import simulate
+    elif engine == "simpy":
+        from omnisim.model.engine_simpy import simulate
+    else:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return simulate
+
+
+def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
+            rules=None, engine: str = DEFAULT_ENGINE, progress: bool = False) -> RunResult:
+    """Simulate one policy on one seed with ``engine`` (``fast`` | ``simpy``) and score the log."""
+    simulate = get_engine(engine)
     scenario, policy = _resolve_scenario(scenario), _resolve_policy(policy)
+    if getattr(policy, "update_every_h", None):
+        # online learners change as they run: each run starts from the policy as given, so
+        # seeds stay independent replicates and the caller's object is left untouched
+        policy = copy.deepcopy(policy)
     res = simulate(scenario, policy, n_users=n_users, days=days, seed=seed, progress=progress)
     horizon = days if days is not None else scenario.days
     rules = getattr(policy, "rules", None) or rules or reference_rules()
@@ -90,8 +109,10 @@ def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: fl
 
 
 def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_users: int | None = None,
-             days: float | None = None, progress: bool = True, keep_logs: bool = False) -> pd.DataFrame:
-    """Every policy on every seed; one row per run with its metrics (flat columns)."""
+             days: float | None = None, progress: bool = True, keep_logs: bool = False,
+             engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
+    """Every policy on every seed with ``engine``; one row per run with its metrics (flat columns)."""
+    get_engine(engine)  # fail early on an unknown engine
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     scenario = _resolve_scenario(scenario)
     policies = [_resolve_policy(p) for p in policies]
@@ -99,7 +120,7 @@ def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_user
     bar = tqdm(total=len(policies) * len(seeds), desc="simulating", unit="run", disable=not progress)
     for seed in seeds:
         for pol in policies:
-            r = run_one(scenario, pol, seed, n_users=n_users, days=days)
+            r = run_one(scenario, pol, seed, n_users=n_users, days=days, engine=engine)
             flat = {k: v for k, v in r.metrics.items() if not isinstance(v, dict)}
             rows.append({"policy": r.policy, "seed": seed, **flat})
             if keep_logs:
@@ -126,13 +147,16 @@ def summarize_runs(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS,
 
 
 def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_users: int | None = None,
-            days: float | None = None, confidence: float = 0.95, progress: bool = True) -> pd.DataFrame:
+            days: float | None = None, confidence: float = 0.95, progress: bool = True,
+            engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
     """Compare policies on a scenario: one row per policy, each metric's mean and CI over seeds.
 
     ``policies`` are names (see ``omnisim.policies.registry.list_policies``), policy objects
-    or paths to policy YAML files. The per-run table is kept in ``result.attrs["runs"]``.
+    or paths to policy YAML files; ``engine`` is ``fast`` (default) or ``simpy``. The per-run
+    table is kept in ``result.attrs["runs"]``.
     """
-    runs = run_grid(scenario, policies, seeds, n_users=n_users, days=days, progress=progress)
+    runs = run_grid(scenario, policies, seeds, n_users=n_users, days=days, progress=progress,
+                    engine=engine)
     summary = summarize_runs(runs, confidence=confidence)
     summary.attrs["runs"] = runs
     summary.attrs["confidence"] = confidence
@@ -159,3 +183,10 @@ def plot_comparison(summary: pd.DataFrame, metrics: Sequence[str] = (
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def sweep(*args: Any, **kwargs: Any):
+    """Scenarios × policies × seeds on Dask distributed; see :func:`omnisim.sweep.sweep`."""
+    from omnisim.sweep import sweep as _sweep
+
+    return _sweep(*args, **kwargs)

@@ -66,3 +66,9 @@ def test_bad_param_syntax_is_a_usage_error(tmp_path):
     good.write_text("ts,user_id,event,channel\n2024-01-01T00:00Z,a,sent,email\n")
     res = CliRunner().invoke(main, ["report", "engagement", "--log", str(good), "--param", "novalue"])
     assert res.exit_code == 2 and "key=value" in res.output
+
+
+def test_report_notebook_unknown_name_lists_the_available_ones():
+    res = CliRunner().invoke(main, ["report", "notebook", "nosuch"])
+    assert res.exit_code == 2 and "unknown report 'nosuch'" in res.output
+    assert "compare_policies" in res.output and "sim_vs_real" in res.output

@@ -8,13 +8,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from their PyPI names
-CONDA_TO_PYPI = {"pyyaml": "pyyaml", "scikit-learn": "scikit-learn"}
+CONDA_TO_PYPI = {"python-duckdb": "duckdb"}
 
 
 def _split(req: str) -> tuple[str, str]:
     m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
     assert m, f"cannot parse requirement {req!r}"
-    return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
+    spec = re.sub(r"^\[[^\]]*\]", "", m.group(2).replace(" ", ""))  # pip extras are not versions
+    return m.group(1).lower().replace("_", "-"), spec
 
 
 def pyproject_runtime() -> dict[str, str]:
@@ -48,5 +49,5 @@ def test_environment_yml_matches_pyproject_runtime_dependencies():
 def test_environment_yml_python_matches_requires_python():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    python = [d for d in env["dependencies"] if isinstance(d, str) and re.match(r"python\b(?!-)", d)]
     assert python == ["python" + data["project"]["requires-python"]]

@@ -113,3 +113,12 @@ def test_modifier_order_keeps_rules_and_holdout(name):
 
     p = get_policy(name)
     assert p.rules is not None and p.holdout is not None
+
+
+def test_online_learners_start_fresh_on_every_run():
+    from omnisim.policies.bandits import LinUCBChannel
+
+    policy = LinUCBChannel(update_every_h=24)
+    a = run_one("default", policy, 2, n_users=80, days=6, engine="simpy")
+    b = run_one("default", policy, 2, n_users=80, days=6, engine="simpy")
+    pd.testing.assert_frame_equal(a.log, b.log)  # the second run did not inherit the first's learning

@@ -22,6 +22,13 @@ delivery delay ``delivered`` / ``bounced`` / ``failed``; a delivered message is 
 channel's read delay and then maybe ``opened``, ``clicked`` (which starts a session and boosts
 later visits), ``unsubscribed``, or the user ``churned`` (fatigue).
 
+Online learning (``docs/decision-core.md``): when the policy has ``update_every_h`` and
+``partial_fit``, a process calls ``policy.partial_fit(rows)`` every ``update_every_h``
+simulated hours with the validated log rows (all users) written since the previous call
+(never with zero rows). Updates happen at fixed simulated times and ties with other events
+of the same instant follow simpy's schedule order: same seed, same updates, same log. The
+policy object learns in place — pass ``sklearn.base.clone(policy)`` for a fresh learner.
+
 Randomness: ``SeedSequence(seed).spawn(3)`` → population, world, policy; world and policy are
 spawned again per user, so a user's draws do not depend on other users.
 """
@@ -47,6 +54,7 @@ from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
 from omnisim.model.scenario import Scenario
+from omnisim.policies import runtime
 from omnisim.policies.base import Context, Decision, FollowUp, HistoryEvent, Policy, Trigger
 
 try:  # the policies helper owns this module; the engine only needs the documented shape
@@ -66,8 +74,8 @@ HISTORY_DAYS = 35
 #: Log events after which the policy is asked to decide (plus ``inactivity``, ``journey_step``).
 TRIGGER_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
                   "opened", "clicked")
-_EPS_H = 1e-6          # time tolerance when comparing due times (hours)
-_MIN_DEFER_H = 1 / 60  # a deferral moves a pending at least one minute ahead
+_EPS_H = runtime.DUE_TOLERANCE_H     # time tolerance when comparing due times (hours)
+_MIN_DEFER_H = runtime.MIN_DEFER_H   # a deferral moves a pending at least one minute ahead
 
 
 @dataclass
@@ -113,7 +121,9 @@ class _User:
 
 class _Sim:
     def __init__(self, scenario: Scenario, policy: Policy, users: pd.DataFrame,
-                 world_ss: np.random.SeedSequence, policy_ss: np.random.SeedSequence):
+                 world_ss: np.random.SeedSequence, policy_ss: np.random.SeedSequence,
+                 wakeups: Mapping[str, Any] | None = None):
+        self.wakeups = wakeups or {}
         self.sc = scenario
         self.policy = policy
         self.rules = getattr(policy, "rules", None)
@@ -126,6 +136,8 @@ class _Sim:
         # a click "boosts" purchases while its visit boost is above 1 % of its peak
         self.boost_window_h = self.beh.click_boost_half_life_h * math.log2(100)
         self.users = self._build_users(users, world_ss, policy_ss)
+        self.update_every_h = _update_cadence(policy)
+        self.n_fed = 0  # rows already handed to policy.partial_fit
 
     # --- setup ---------------------------------------------------------------------------
     def _build_users(self, df: pd.DataFrame, world_ss: np.random.SeedSequence,
@@ -249,14 +261,8 @@ class _Sim:
             for p in due:
                 self._send(u, p)
             return
-        adm = self.rules.admit(due, self._context(u, Trigger("admission", self._dt(self.env.now))))
-        handled = {p.pending_id for p in adm.send}
-        handled |= {p.pending_id for p, _, _ in adm.defer} | {p.pending_id for p, _ in adm.drop}
-        missing = [p.pending_id for p in due if p.pending_id not in handled]
-        if missing:
-            raise RuntimeError(f"pressure rules of {self.policy.name!r} neither sent, deferred "
-                               f"nor dropped pendings {missing}; admit() must account for "
-                               "every due pending (docs/decision-core.md)")
+        ctx = self._context(u, Trigger("admission", self._dt(self.env.now)))
+        adm = runtime.admit(self.rules, due, ctx, self.policy.name)
         for p in adm.send:
             self._send(u, p)
         for p, at, reason in adm.defer:
@@ -447,26 +453,45 @@ class _Sim:
             self._log(u, "cart_abandon", "web")
             self._decide(u, "cart_abandon")
 
+    def _scheduled(self, u: _User, items: Any) -> Iterator[simpy.Event]:
+        """Replay hook: a ``scheduled`` trigger at each ``(hours, payload)`` of ``items``."""
+        for at_h, payload in sorted(items, key=lambda it: it[0]):
+            yield self.env.timeout(max(0.0, float(at_h) - self.env.now))
+            self._decide(u, "scheduled", payload)
+
     # --- run -------------------------------------------------------------------------------
     def _ticker(self, bar: Any) -> Iterator[simpy.Event]:
         while True:
             yield self.env.timeout(24.0)
             bar.update(1)
 
+    def _updater(self) -> Iterator[simpy.Event]:
+        """Feed the rows logged since the last update to ``policy.partial_fit``."""
+        while True:
+            yield self.env.timeout(self.update_every_h)
+            if len(self.rows) > self.n_fed:
+                batch = self._frame(self.rows[self.n_fed:])
+                self.n_fed = len(self.rows)
+                self.policy.partial_fit(batch)
+
     def run(self, progress: bool) -> pd.DataFrame:
+        if self.update_every_h is not None:
+            self.env.process(self._updater())
         for u in self.users:
             u.life = self.env.process(self._life(u))
+            if u.user_id in self.wakeups:
+                self.env.process(self._scheduled(u, self.wakeups[u.user_id]))
         days = int(math.ceil(self.sc.days))
         with tqdm(total=days, unit="day", desc=f"simulate {self.policy.name}",
                   disable=not progress, leave=False) as bar:
             self.env.process(self._ticker(bar))
             self.env.run(until=self.sc.horizon_h)
-        return self._frame()
+        return self._frame(self.rows)
 
-    def _frame(self) -> pd.DataFrame:
-        if not self.rows:
+    def _frame(self, rows: list[tuple]) -> pd.DataFrame:
+        if not rows:
             raise RuntimeError("the simulation produced no events; raise n_users or days")
-        cols = list(zip(*self.rows))
+        cols = list(zip(*rows))
         hours = np.asarray(cols[0], dtype=float)
         ts = pd.Timestamp(self.start) + pd.to_timedelta(np.rint(hours * 3.6e9).astype(np.int64),
                                                         unit="us")
@@ -477,13 +502,32 @@ class _Sim:
         return validate(df.iloc[order].reset_index(drop=True), source="engine_simpy")
 
 
+def _update_cadence(policy: Policy) -> float | None:
+    """``policy.update_every_h`` when the policy learns online (has ``partial_fit``), else None."""
+    every = getattr(policy, "update_every_h", None)
+    if every is None or not callable(getattr(policy, "partial_fit", None)):
+        return None
+    every = float(every)
+    if not (math.isfinite(every) and every > 0):
+        raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: update_every_h must be a "
+                         f"positive number of hours, got {every!r}")
+    return every
+
+
 def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
              days: float | None = None, seed: int | None = None,
-             progress: bool = True) -> SimulationResult:
+             progress: bool = True, users: pd.DataFrame | None = None,
+             wakeups: Mapping[str, Any] | None = None) -> SimulationResult:
     """Run ``policy`` in ``scenario`` with the reference engine.
 
     ``n_users``, ``days`` and ``seed`` override the scenario's. Returns the validated
     engagement log and the users table. Same scenario, policy and seed → identical log.
+
+    Replay hooks (:mod:`omnisim.model.replay`): ``users`` is a ready population table (as
+    :func:`~omnisim.model.population.sample_population` returns; ``n_users`` is then its
+    length and no population is sampled); ``wakeups`` maps a user id to ``(hours since
+    start, payload)`` pairs at which the policy is called with a ``scheduled`` trigger
+    carrying ``payload``.
     """
     overrides = {k: v for k, v in (("n_users", n_users), ("days", days), ("seed", seed))
                  if v is not None}
@@ -493,9 +537,13 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
                         f"Policy); got {type(policy).__name__}")
     t0 = time.perf_counter()
     pop_ss, world_ss, policy_ss = np.random.SeedSequence(sc.seed).spawn(3)
-    users = sample_population(sc.population, sc.n_users, np.random.default_rng(pop_ss),
-                              horizon_days=sc.days, enabled_channels=sc.enabled_channels)
-    sim = _Sim(sc, policy, users, world_ss, policy_ss)
+    if users is None:
+        users = sample_population(sc.population, sc.n_users, np.random.default_rng(pop_ss),
+                                  horizon_days=sc.days, enabled_channels=sc.enabled_channels)
+    else:
+        users = users.reset_index(drop=True)
+        sc = sc.replace(n_users=len(users)) if len(users) != sc.n_users else sc
+    sim = _Sim(sc, policy, users, world_ss, policy_ss, wakeups)
     log = sim.run(progress)
     name = str(getattr(policy, "name", type(policy).__name__))
     return SimulationResult(log=log, users=users, scenario=sc, policy=name,

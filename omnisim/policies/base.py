@@ -192,12 +192,39 @@ class Policy(Protocol):
     ``decide`` returns zero or more decisions (several when a policy messages on more than
     one channel at once, none when the trigger is not for it). A policy that chooses at
     random logs the probability of what it chose in :attr:`Decision.propensity`.
+
+    Optional: ``action_probabilities(ctx) -> dict[str, float]`` — the probability of every
+    action the policy could take in ``ctx`` (keys as logged in ``action``, ``"none"``
+    included, summing to 1), without drawing anything. Off-policy evaluation
+    (:mod:`omnisim.policies.ope_log`) uses it to evaluate a random policy; without it a
+    policy is evaluated as deterministic (``decide`` with a fixed generator, probability 1
+    on its action).
     """
 
     name: str
 
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         ...
+
+
+class ForwardsLearning:
+    """Mixin for policy wrappers (pressure rules, holdouts, send time): online learning is
+    the wrapped ``self.policy``'s, so engines see one ``update_every_h`` / ``partial_fit``."""
+
+    policy: Policy
+
+    @property
+    def update_every_h(self) -> float | None:
+        """The wrapped policy's online-learning cadence (hours), if it learns online."""
+        return getattr(self.policy, "update_every_h", None)
+
+    def partial_fit(self, events: Any):
+        """Forward engagement-log rows to the wrapped policy's ``partial_fit``; returns self."""
+        fit = getattr(self.policy, "partial_fit", None)
+        if fit is None:
+            raise AttributeError(f"{self.policy.name!r} does not learn online (no partial_fit)")
+        fit(events)
+        return self
 
 
 def no_message(policy: str, propensity: float = 1.0, campaign: str | None = None,

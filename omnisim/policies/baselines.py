@@ -40,6 +40,12 @@ class _Baseline:
     def name(self) -> str:
         return f"{self.label}@{self.version}"
 
+    @property
+    def trigger_kinds(self) -> frozenset[str]:
+        """Trigger kinds ``decide`` may answer (any other kind gets ``[]``); engines that
+        decide in batches skip the rest (docs/decision-core.md, "Batch decisions")."""
+        return frozenset(self.triggers)
+
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         kind = ctx.trigger.kind
         if kind not in self.triggers:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from omnisim.policies.base import Context, Decision, Policy, no_message
+from omnisim.policies.base import Context, Decision, ForwardsLearning, Policy, no_message
 
 
 def holdout_uniform(user_id: str, salt: str) -> float:
@@ -38,7 +39,7 @@ class Holdout:
 
 
 @dataclass(frozen=True)
-class HoldoutPolicy:
+class HoldoutPolicy(ForwardsLearning):
     """A global control group around ``policy``.
 
     Users in the holdout get one ``none`` decision with reason ``holdout`` instead of the

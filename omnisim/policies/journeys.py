@@ -144,6 +144,12 @@ class Journey:
         """An upper bound on the hours from entry to the last step."""
         return sum(s.delay_h + (24.0 if s.at_local_hour is not None else 0.0) for s in self.steps) + 1.0
 
+    @property
+    def trigger_kinds(self) -> frozenset[str]:
+        """Trigger kinds ``decide`` may answer: the entry triggers and ``journey_step``
+        (docs/decision-core.md, "Batch decisions")."""
+        return frozenset(self.triggers) | {"journey_step"}
+
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
 
@@ -238,6 +244,18 @@ class JourneySet:
     @property
     def name(self) -> str:
         return f"{self.label}@{self.version}"
+
+    @property
+    def trigger_kinds(self) -> frozenset[str] | None:
+        """The union of the journeys' trigger kinds; ``None`` (any kind) when one of them
+        does not declare its own."""
+        kinds: set[str] = set()
+        for j in self.journeys:
+            k = getattr(j, "trigger_kinds", None)
+            if k is None:
+                return None
+            kinds |= set(k)
+        return frozenset(kinds)
 
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         out: list[Decision] = []

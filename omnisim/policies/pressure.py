@@ -48,7 +48,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from omnisim.policies import _spec
-from omnisim.policies.base import CHANNELS, Context, Decision, Policy, local_hour, next_local_hour
+from omnisim.policies.base import (
+    CHANNELS, Context, Decision, ForwardsLearning, Policy, local_hour, next_local_hour,
+)
 from omnisim.policies.violations import ENGAGEMENT_EVENTS, count_violations
 
 CALENDARS = ("day", "week")
@@ -321,7 +323,7 @@ def _escalate(esc: Escalation, d: Decision, ctx: Context,
 # -- composition -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PressuredPolicy:
+class PressuredPolicy(ForwardsLearning):
     """``policy`` with pressure ``rules`` attached; decisions are the wrapped policy's."""
 
     policy: Policy
