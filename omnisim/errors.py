@@ -12,4 +12,5 @@ class OmnisimError(Exception):
     exit_code = 2
 
     def one_paragraph(self) -> str:
-        return "error: " + " ".join(str(self).split())
+        text = " ".join(str(self).split())
+        return text if text.startswith("error:") else "error: " + text

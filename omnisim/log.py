@@ -57,10 +57,10 @@ class LogValidationError(OmnisimError, ValueError):
     def one_paragraph(self) -> str:
         """The message as one paragraph, with what to do next (for the CLI)."""
         where = f"{self.source}" if self.source else "the log"
-        return (
-            f"error: {where} is not a valid engagement log: " + "; ".join(self.problems)
-            + ". Fix the rows named above (see README, 'How data must look') and run again."
-        )
+        about_rows = any(("row" in p or "column" in p) for p in self.problems)
+        hint = ("Fix the rows named above (see README, 'How data must look') and run again."
+                if about_rows else "Check the path and the file (see README, 'How data must look').")
+        return f"error: {where} is not a valid engagement log: " + "; ".join(self.problems) + ". " + hint
 
 
 def _rows(index: Iterable[int]) -> str:

@@ -261,7 +261,7 @@ def check_inputs(params: dict[str, Any]) -> None:
         try:
             load_users(params["users_path"])
         except (OSError, ValueError) as exc:
-            raise ReportError(f"error: users table: {exc}", exit_code=2) from None
+            raise ReportError(f"users table: {exc}", exit_code=2) from None
 
 
 def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
@@ -319,6 +319,9 @@ def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
         pm.execute_notebook(
             str(nb_in), str(nb_out), parameters=params, kernel_name=KERNEL_NAME,
             execution_timeout=timeout_s, progress_bar=False, log_output=False, cwd=None,
+            # the kernel's own start-up chatter (e.g. "running over TCP without encryption"
+            # on loopback) is noise in a report run; its errors still show
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as exc:
         cell = f"cell {exc.cell_index}" + (f" (execution count {exc.exec_count})" if exc.exec_count else "")

@@ -211,3 +211,28 @@ def test_report_on_a_multichannel_log_without_holdout(tmp_path):
         assert fun.loc[ch, "clicked"] == (sub["event"] == "clicked").sum()
         assert fun.loc[ch, "purchase"] == (sub["event"] == "purchase").sum()
     assert "Lift skipped" in result.html_path.read_text()
+
+
+def test_report_opens_with_data_summary_and_quality(tmp_path):
+    """The engagement report, like the rest of the suite, says what it read and what looks wrong."""
+    import pandas as pd
+
+    from omnisim.log import write_log
+    from omnisim.reports import run_report as run
+
+    log = pd.DataFrame({
+        "ts": ["2024-03-01T09:00Z", "2024-03-01T10:00Z", "2024-03-02T09:00Z", "2024-03-02T09:00Z"],
+        "user_id": ["a", "a", "a", "a"],
+        "event": ["decided", "sent", "purchase", "purchase"],   # the purchase is exported twice
+        "channel": ["email", "email", "web", "web"],
+        "action": ["email", None, None, None],
+        "propensity": [1.0, None, None, None],
+        "message_id": [None, "m1", None, None],
+        "value": [None, None, 10.0, 10.0],
+    })
+    path = write_log(log, tmp_path / "dup.parquet")
+    res = run("engagement_report", tmp_path / "r.html", {"log_path": str(path), "group_by": None})
+    html = res.html_path.read_text()
+    assert "Data read" in html and "Data quality" in html
+    numbers = json.loads(res.json_path.read_text())
+    assert any("duplicat" in w for w in numbers["data_quality"]["warnings"])

@@ -72,9 +72,13 @@ units = A.decision_outcomes(log, outcome_window_days, start=start, end=end, chan
 summ = A.summary(log, units)
 outcomes = A.outcome_columns(units)
 has_value = "purchase" in units.columns
-display(Markdown(f"# {title}\\n\\nData: {source}. omnisim {omnisim.__version__}; "
-                 f"intervals at {confidence:.0%} confidence; outcomes attributed within "
-                 f"{outcome_window_days:g} days of a decision."))
+from omnisim.report_data import open_log
+from omnisim.report_view import intro
+opening, data_summary, data_quality = intro(
+    open_log(log, users), title,
+    note=(f"Data: {source}. omnisim {omnisim.__version__}; intervals at {confidence:.0%} "
+          f"confidence; outcomes attributed within {outcome_window_days:g} days of a decision."))
+display(Markdown(opening))
 ''')
 
 md('''
@@ -219,6 +223,7 @@ numbers = {
                "channels": channels, "confidence": confidence, "group_by": group_by,
                "outcome_window_days": outcome_window_days, "baseline_action": baseline_action},
     "summary": summ,
+    "data_quality": data_quality,
     "funnel": A.to_records(fun),
     "rates": A.to_records(rates),
     "lift": A.to_records(lift),
