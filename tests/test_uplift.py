@@ -262,3 +262,12 @@ def test_load_hillstrom_frames():
         {"none": 21306, "mens": 21307, "womens": 21387}, abs=0)
     assert set(data.outcome.columns) == {"visit", "conversion", "spend"}
     assert TraitEncoder().fit_transform(data.X).shape == (64_000, 11)
+
+
+def test_missing_trait_is_a_clear_user_error():
+    from omnisim.errors import OmnisimError
+    from omnisim.policies.uplift import TraitEncoder
+
+    enc = TraitEncoder(["history", "zip_code"]).fit(pd.DataFrame({"history": [1.0, 2.0], "zip_code": ["a", "b"]}))
+    with pytest.raises(OmnisimError, match="use a users table with these columns"):
+        enc.transform_one({"zip_code": "a"})

@@ -24,7 +24,15 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from omnisim.errors import OmnisimError
 from omnisim.policies.base import CHANNELS, NO_ACTION, Context, Decision, no_message
+
+
+class MissingTraitError(OmnisimError, KeyError):
+    """A user's context lacks a trait the fitted model needs (the message names it)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 __all__ = [
     "TraitEncoder", "TLearner", "XLearner", "UpliftPolicy", "qini_curve", "auuc",
@@ -82,8 +90,10 @@ class TraitEncoder(TransformerMixin, BaseEstimator):
         row: list[float] = []
         for c in self.columns_:
             if c not in traits:
-                raise KeyError(f"trait {c!r} missing from the context; the uplift model needs "
-                               f"{self.columns_}")
+                raise MissingTraitError(
+                    f"trait {c!r} missing from the user's context; the uplift "
+                    f"model needs {self.columns_}: use a users table with these columns (e.g. the "
+                    f"data the model was trained on)")
             v = traits[c]
             if c in self.categories_:
                 row += [float(str(v) == cat) for cat in self.categories_[c]]
