@@ -38,6 +38,9 @@ def _runtime_options(f: Any) -> Any:
                      help="Seed of the per-decision random streams."),
         click.option("--lease-s", type=float, default=60.0, show_default=True,
                      help="Seconds before a claimed, unsettled delivery is retried."),
+        click.option("--fallback", multiple=True, metavar="CHANNEL=CHANNEL[,CHANNEL]",
+                     help="Channel fallback for decisions whose policy does not set "
+                          "meta['fallback'] itself, e.g. push=email (repeatable)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -45,7 +48,8 @@ def _runtime_options(f: Any) -> Any:
 
 
 def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
-          late_tolerance_h: str, seed: int, lease_s: float) -> tuple[Any, Any]:
+          late_tolerance_h: str, seed: int, lease_s: float,
+          fallback: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """The :class:`DecisionService` and :class:`Worker` for these options.
 
     Without ``policy_path`` the policy last recorded in the store is used.
@@ -53,7 +57,7 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
     from omnisim.errors import OmnisimError
     from omnisim.send.clock import parse_clock
     from omnisim.send.providers import ProviderSet
-    from omnisim.send.service import DecisionService, LoadedPolicy
+    from omnisim.send.service import DecisionService, LoadedPolicy, parse_fallback
     from omnisim.send.store import Store
     from omnisim.send.worker import Worker, WorkerConfig
 
@@ -67,7 +71,8 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
                                "`omnisim send serve --policy ARTIFACT` first or pass --policy")
         policy = LoadedPolicy.from_text(doc)
     tol = None if late_tolerance_h.strip().lower() == "inf" else timedelta(hours=float(late_tolerance_h))
-    service = DecisionService(store, policy, parse_clock(clock), seed=seed, late_tolerance=tol)
+    service = DecisionService(store, policy, parse_clock(clock), seed=seed, late_tolerance=tol,
+                              fallback=parse_fallback(list(fallback)))
     if policy_path is not None and store.setting("policy_sha256") != policy.sha256:
         service.swap_policy(policy)
     if providers is not None:

@@ -152,39 +152,94 @@ class DecisionService:
 
     def __init__(self, store: Store, policy: LoadedPolicy, clock: Clock, *, seed: int = 0,
                  late_tolerance: timedelta | None = timedelta(hours=1),
-                 observer: Observer | None = None):
+                 observer: Observer | None = None,
+                 fallback: Mapping[str, Sequence[str]] | None = None):
         self.store = store
+        #: Default channel fallback chains (``--fallback push=email``), used for decisions
+        #: whose ``meta`` has no ``"fallback"`` list of its own.
+        self.fallback = parse_fallback(fallback or {})
         self.clock = clock
         self.seed = seed
         self.late_tolerance = late_tolerance
         self.observer = observer or Observer()
-        self._policy = policy
+        self._base = policy  # the artifact as loaded or swapped in
+        self._policy = policy  # what decides: the base, or its learned state
+        self._learned_version = 0
         self._swap_lock = threading.Lock()
+        from omnisim.send.learning import OnlineLearner
+
+        self.learner = OnlineLearner(self)
+        self._adopt_learned()
+        if self.learner.cadence() is not None:
+            self.learner.step()  # first start: the cadence starts now
 
     # -- the policy ------------------------------------------------------------------------
     @property
     def policy(self) -> LoadedPolicy:
+        """The policy that decides: the loaded artifact, or its online-learned state."""
         return self._policy
+
+    @property
+    def base_policy(self) -> LoadedPolicy:
+        """The artifact as loaded (or swapped in), before any online learning."""
+        return self._base
+
+    @property
+    def learned_version(self) -> int:
+        """Online-learning version the deciding policy is at (0: the artifact as loaded)."""
+        return self._learned_version
 
     def swap_policy(self, new: LoadedPolicy) -> LoadedPolicy:
         """Atomically replace the policy (pending work is data and stays); returns the old one.
 
-        The artifact is recorded in the store so other worker processes switch too.
+        The artifact is recorded in the store so other worker processes switch too. Online
+        learning starts over from the new artifact.
         """
         with self._swap_lock:
-            old, self._policy = self._policy, new
+            old, self._policy, self._base = self._policy, new, new
+            self._learned_version = 0
             self.store.set_setting("policy_sha256", new.sha256)
             self.store.set_setting("policy_artifact", new.document)
         return old
 
     def sync_policy(self) -> None:
-        """Switch to the policy recorded in the store if another process swapped it."""
+        """Switch to the policy recorded in the store if another process swapped it, and to
+        the latest online-learned state (``docs/sender.md``, "Online learning")."""
         sha = self.store.setting("policy_sha256")
-        if sha and sha != self._policy.sha256:
+        if sha and sha != self._base.sha256:
             doc = self.store.setting("policy_artifact")
             if doc:
+                new = LoadedPolicy.from_text(doc)
                 with self._swap_lock:
-                    self._policy = LoadedPolicy.from_text(doc)
+                    self._base = self._policy = new
+                    self._learned_version = 0
+        self._adopt_learned()
+
+    def _adopt_learned(self) -> None:
+        """Decide with the stored learned state when it grew from our artifact and is newer."""
+        if self.learner.cadence() is None:
+            return
+        st = self.learner.state()
+        version = int(st.get("learn_version", 0))
+        if st.get("learn_base") != self._base.sha256:
+            version = 0
+        if version != self._learned_version:
+            self.use_learned(self.load_learned(version) if version else None, version)
+
+    def load_learned(self, version: int) -> LoadedPolicy:
+        """The stored learned state (``version`` 0: the base artifact)."""
+        doc = self.store.setting("learn_artifact") if version else None
+        return LoadedPolicy.from_text(doc) if doc else self._base
+
+    def use_learned(self, learned: LoadedPolicy | None, version: int) -> None:
+        """Decide with ``learned`` (None: the base artifact) from now on."""
+        with self._swap_lock:
+            self._policy = learned if learned is not None else self._base
+            self._learned_version = version if learned is not None else 0
+
+    def learn(self) -> Any:
+        """Run online learning if due (:class:`omnisim.send.learning.OnlineLearner`)."""
+        return self.learner.step()
 
     # -- time ----------------------------------------------------------------------------------
     def logical_now(self, ts: datetime) -> datetime:
@@ -270,15 +325,20 @@ class DecisionService:
         if s.dirty_consent:
             self.store.set_consent(s.user_id, s.consent)
 
-    def _context(self, s: _UserState, now: datetime, trigger: Trigger) -> Context:
+    def _context(self, s: _UserState, now: datetime, trigger: Trigger,
+                 replaced: frozenset[str] = frozenset()) -> Context:
         """The decision context at ``now``. For admissions, rows logged at a later logical
         time (an out-of-order event, another worker ahead) are included stamped ``now``:
-        their sends count towards caps, so caps hold whatever the processing order."""
+        their sends count towards caps, so caps hold whatever the processing order.
+        ``replaced``: message ids whose ``sent`` rows are left out (a failed message that a
+        channel fallback being admitted replaces: the pair counts as one message)."""
         cutoff = now - timedelta(days=HISTORY_DAYS)
         reach = {ch: bool(s.consent.get(ch)) and bool(s.addresses.get(ch)) for ch in MESSAGE_CHANNELS}
         hist = [h for h in s.history if cutoff <= h.ts <= now]
         if trigger.kind == "admission":
             hist += [replace(h, ts=now) for h in s.history if h.ts > now]
+            if replaced:
+                hist = [h for h in hist if not (h.event == "sent" and h.message_id in replaced)]
         return Context(user_id=s.user_id, now=now, timezone=s.timezone, traits=s.traits,
                        consent=reach, history=tuple(hist), trigger=trigger)
 
@@ -375,7 +435,9 @@ class DecisionService:
             for p in due:
                 self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
             return
-        ctx = self._context(s, now, Trigger("admission", now))
+        replaced = frozenset(str(p.decision.meta["replaces"]) for p in due
+                             if p.decision.meta.get("replaces"))
+        ctx = self._context(s, now, Trigger("admission", now), replaced)
         adm = runtime.admit(rules, due, ctx, pol.name)
         for p in adm.send:
             self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
@@ -409,12 +471,96 @@ class DecisionService:
             return
         s.n_msg += 1
         mid = f"{s.user_id}-m{s.n_msg}"
+        replaces = d.meta.get("replaces")
         self._log(s, pol, now, "sent", d.channel, trigger_id, action=d.action, message_id=mid,
-                  campaign=d.campaign, policy=d.policy, tag=d.tag)
+                  campaign=d.campaign, policy=d.policy, tag=d.tag,
+                  reason=f"fallback for {replaces} ({d.meta.get('fallback_from')})" if replaces else None)
+        body = _message_body(mid, s, d, address)
+        chain = self.fallback_chain(d)
+        if chain:  # what the worker needs to re-queue the message on another channel
+            body["fallback"] = chain
+            body["decision"] = sch.decision_to_dict(d)
         self.store.execute(
             "INSERT INTO outbox (message_id, user_id, channel, state, due_us, body) "
             "VALUES (?, ?, ?, 'queued', ?, ?)",
-            (mid, s.user_id, d.channel, to_us(now), json.dumps(_message_body(mid, s, d, address))))
+            (mid, s.user_id, d.channel, to_us(now), json.dumps(body, default=str)))
+
+    # -- channel fallback --------------------------------------------------------------------
+    def fallback_chain(self, d: Decision) -> list[str]:
+        """The channels ``d`` may fall back to, in order: ``d.meta["fallback"]`` when the
+        policy set it (``[]`` forbids fallback), else the sender's ``--fallback`` default
+        for ``d.channel``; channels other than email/sms/push and ``d.channel`` are ignored."""
+        own = d.meta.get("fallback")
+        if own is None:
+            chain: Sequence[str] = self.fallback.get(d.channel, ())
+        elif isinstance(own, str):
+            chain = [own]
+        else:
+            chain = list(own)
+        out: list[str] = []
+        for ch in chain:
+            if ch in MESSAGE_CHANNELS and ch != d.channel and ch not in out:
+                out.append(ch)
+        return out
+
+    def fall_back(self, row: tuple, failed_id: str, chain: Sequence[str],
+                  decision: Mapping[str, Any], sent_us: int | None) -> str | None:
+        """Re-queue a message that could not be delivered on the next channel of ``chain``.
+
+        Runs inside the caller's transaction, with the user's row ``row`` locked
+        (:meth:`Store.lock_user`). The new pending goes through the same admission as any
+        message (consent, caps, quiet hours, dedup off: it is a deliberate replacement);
+        the failed message's ``sent`` row does not count towards caps for it. Returns the
+        channel chosen, or None when ``chain`` is empty.
+        """
+        if not chain:
+            return None
+        d = sch.decision_from_dict(decision)
+        pol = self._policy
+        now = self.clock.now()
+        if sent_us is not None and sent_us > to_us(now):
+            now = from_us(sent_us)
+        s = self._load(row, now)
+        self._run_jobs(pol, s, now)
+        reachable = [ch for ch in chain if s.consent.get(ch) and s.addresses.get(ch)]
+        nxt = reachable[0] if reachable else chain[0]
+        rest = [ch for ch in chain[chain.index(nxt) + 1:]]
+        meta = dict(d.meta) | {"fallback": rest, "fallback_from": d.channel,
+                               "replaces": failed_id, "dedup": False}
+        fd = replace(d, action=nxt, channel=nxt, send_at=None, follow_ups=(), reason=None,
+                     meta=meta)
+        s.n_pending += 1
+        self._admit(pol, s, now, [Pending(f"{s.user_id}-p{s.n_pending}", fd, now, now)],
+                    f"fallback:{failed_id}")
+        self._save(s)
+        return nxt
+
+
+def parse_fallback(spec: Mapping[str, Sequence[str]] | Sequence[str]) -> dict[str, list[str]]:
+    """Fallback chains from ``{"push": ["email"]}`` or CLI strings ``["push=email,sms"]``;
+    :class:`OmnisimError` names a bad entry."""
+    items = spec.items() if isinstance(spec, Mapping) else []
+    if not isinstance(spec, Mapping):
+        pairs = []
+        for text in spec:
+            src, sep, dst = str(text).partition("=")
+            if not sep:
+                raise OmnisimError(f"--fallback {text!r}: expected CHANNEL=CHANNEL[,CHANNEL], "
+                                   "e.g. push=email")
+            pairs.append((src.strip(), [c.strip() for c in dst.split(",") if c.strip()]))
+        items = pairs
+    out: dict[str, list[str]] = {}
+    for src, chain in items:
+        chain = [chain] if isinstance(chain, str) else list(chain)
+        for ch in [src, *chain]:
+            if ch not in MESSAGE_CHANNELS:
+                raise OmnisimError(f"--fallback {src}={','.join(chain)}: unknown channel {ch!r}; "
+                                   f"expected one of {', '.join(MESSAGE_CHANNELS)}")
+        if src in chain or not chain:
+            raise OmnisimError(f"--fallback {src}={','.join(chain)}: expected other channels "
+                               f"than {src} to fall back to")
+        out[src] = chain
+    return out
 
 
 def _message_body(mid: str, s: _UserState, d: Decision, address: str) -> dict[str, Any]:

@@ -75,12 +75,15 @@ class Worker:
         rows = self.claim()
         for message_id, body, claims in rows:
             data = json.loads(body)
+            extra = {k: data.pop(k) for k in ("fallback", "decision") if k in data}
+            data["extra"] = extra
             if claims > self.config.max_claims:
                 result = DeliveryResult("failed", None, 0, None, "",
                                         f"claimed {claims - 1} times without settling "
                                         "(worker crashes?); dead-lettered")
             else:
-                result = self.deliverer.deliver(OutboundMessage(**data))
+                msg = {k: v for k, v in data.items() if k != "extra"}
+                result = self.deliverer.deliver(OutboundMessage(**msg))
             self._settle(message_id, data, result)
         return len(rows)
 
@@ -89,7 +92,13 @@ class Worker:
                                "provider_message_id": r.provider_message_id,
                                "response": r.response, "error": r.error})
         now = self.service.clock.now()
+        extra = data.get("extra") or {}
+        # channel fallback: undeliverable, or refused for good (not a provider outage)
+        chain: list[str] | None = extra.get("fallback") if (r.status == "undeliverable" or (
+            r.status == "failed" and r.permanent)) else None
         with self.store.transaction():
+            # the user's lock first (the order of every other write path), then the outbox
+            user = self.store.lock_user(data["user_id"]) if chain else None
             self.store.execute("UPDATE outbox SET state = ?, result = ? WHERE message_id = ?",
                                (r.status, response, message_id))
             self.store.execute("UPDATE log SET response = ? WHERE message_id = ? AND event = 'sent'",
@@ -98,15 +107,23 @@ class Worker:
                 sent = self.store.one("SELECT ts_us, campaign, tag, policy FROM log WHERE "
                                       "message_id = ? AND event = 'sent'", (message_id,))
                 ts_us = max(to_us(now), sent[0]) if sent else to_us(now)
+                reason = f"{r.status}{' (permanent)' if r.permanent else ''}: {r.error or ''}"
+                if user is not None and chain:
+                    reason = f"{reason[:400]}; fallback to {','.join(chain)}"
                 self.store.append_log([(ts_us, data["user_id"], "failed", data["channel"], None,
                                         message_id, data.get("campaign"), None, None, None,
-                                        f"{r.status}: {r.error or ''}"[:500],
-                                        sent[2] if sent else None, None, None, response)])
+                                        reason[:500], sent[2] if sent else None, None, None,
+                                        response)])
+                if user is not None and chain:
+                    self.service.fall_back(user, message_id, chain, extra["decision"],
+                                           sent[0] if sent else None)
         self.on_send(data["channel"], r.status)
 
     def step(self) -> int:
-        """One round: follow the policy swaps, run due timers, deliver one batch."""
+        """One round: follow the policy swaps and learned states, learn if due (online
+        learning), run due timers, deliver one batch."""
         self.service.sync_policy()
+        self.service.learn()
         return self.service.run_due() + self.deliver_claimed()
 
     def run(self, stop: threading.Event) -> None:

@@ -63,3 +63,17 @@ def test_bad_artifact_stops_start_up(tmp_path, artifact_path):
 def test_bad_db_url_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(main, ["send", "key", "create", "--db", "mysql://x"])
     assert r.exit_code == 2 and "expected sqlite:///PATH or postgresql://" in r.output
+
+
+def test_bad_fallback_option_is_a_clear_error(tmp_path, artifact_path):
+    r = CliRunner().invoke(main, ["send", "worker", "--drain", "--policy", str(artifact_path),
+                                  "--db", f"sqlite:///{tmp_path / 'f.db'}", "--fallback", "push=fax"])
+    assert r.exit_code == 2, r.output
+    assert "--fallback push=fax: unknown channel 'fax'" in r.output
+
+
+def test_worker_drain_accepts_fallback(tmp_path, artifact_path):
+    db = f"sqlite:///{tmp_path / 'g.db'}"
+    r = CliRunner().invoke(main, ["send", "worker", "--drain", "--policy", str(artifact_path),
+                                  "--db", db, "--fallback", "push=email,sms"])
+    assert r.exit_code == 0, r.output

@@ -46,7 +46,10 @@ class DeliveryResult:
     ``attempts`` counts attempts across failover (0 when nothing was tried: undeliverable,
     duplicate key, every circuit open);
     ``provider`` is the provider that accepted, or the last one tried; ``error`` is the last
-    error when the status is not ``"sent"``.
+    error when the status is not ``"sent"``; ``permanent`` is true for a ``failed`` that was
+    a permanent refusal of the message itself (HTTP 4xx, SMTP 5xx), false for exhausted
+    retries or open circuits (the worker falls back to another channel only on permanent
+    failures and ``undeliverable``).
     """
 
     status: Literal["sent", "failed", "undeliverable"]
@@ -55,6 +58,7 @@ class DeliveryResult:
     provider_message_id: str | None
     response: str
     error: str | None
+    permanent: bool = False
 
 
 class SentKeys(Protocol):

@@ -49,11 +49,12 @@ class _Run:
     last: Attempt | None = None
     error: str | None = None
 
-    def result(self, status: Literal["sent", "failed"]) -> DeliveryResult:
+    def result(self, status: Literal["sent", "failed"], permanent: bool = False) -> DeliveryResult:
         last = self.last or Attempt("retry")
         return DeliveryResult(status=status, provider=self.provider, attempts=self.attempts,
                               provider_message_id=last.provider_message_id if status == "sent" else None,
-                              response=last.response, error=None if status == "sent" else self.error)
+                              response=last.response, error=None if status == "sent" else self.error,
+                              permanent=permanent)
 
 
 class ProviderSet:
@@ -135,7 +136,7 @@ class ProviderSet:
                 self._mark(msg, guarded.provider.name, run)
                 return run.result("sent")
             if outcome == "permanent":
-                return run.result("failed")
+                return run.result("failed", permanent=True)
         return run.result("failed")
 
     def _mark(self, msg: OutboundMessage, provider: str, run: _Run) -> None:
