@@ -83,21 +83,71 @@ def _contexts_with_choice():
     return [make_context(START + timedelta(hours=i), "product_view", user_id=f"u{i}") for i in range(3)]
 
 
-@pytest.mark.parametrize("make", [lambda: ThompsonChannel(n_draws=64),
-                                  lambda: LinUCBChannel(epsilon=0.2)])
-def test_logged_propensity_is_the_action_frequency(make):
-    pol = make().fit(reward_log(30, {"email": False, "sms": True, "push": False}))
+def _mixed_log():
+    return reward_log(3, {"email": True, "sms": True, "push": False})
+
+
+@pytest.mark.parametrize("make", [lambda: ThompsonChannel(),
+                                  lambda: ThompsonChannel(epsilon=0.1).fit(_mixed_log()),
+                                  lambda: ThompsonChannel().fit(_mixed_log()),
+                                  lambda: LinUCBChannel(epsilon=0.2).fit(_mixed_log())])
+def test_decide_frequencies_match_action_probabilities(make):
+    pol = make()
     ctx = _contexts_with_choice()[0]
+    probs = pol.action_probabilities(ctx)
+    assert set(probs) == {"email", "sms", "push", "none"} and sum(probs.values()) == pytest.approx(1, abs=1e-12)
+    assert sum(1 for q in probs.values() if 0.02 < q < 0.98) >= 2        # a real choice
     n = 3000
-    seen: dict[str, list[float]] = {}
+    counts = dict.fromkeys(probs, 0)
     for s in range(n):
         [d] = pol.decide(ctx, np.random.default_rng(s))
-        seen.setdefault(d.action, []).append(d.propensity)
-    for action, props in seen.items():
-        freq = len(props) / n
-        p = float(np.mean(props))      # TS: estimate varies per draw set; its mean is the rate
-        assert abs(freq - p) <= 4 * math.sqrt(p * (1 - p) / n) + 0.01, (action, freq, p)
-        assert all(0 < q <= 1 for q in props)
+        assert d.propensity == probs[d.action]                         # logged = evaluated, exactly
+        counts[d.action] += 1
+    for action, p in probs.items():                                    # binomial ~4.5 sigma band
+        assert abs(counts[action] / n - p) <= 4.5 * math.sqrt(p * (1 - p) / n) + 1e-9, (action, counts, probs)
+
+
+@pytest.mark.parametrize("make", [ThompsonChannel, lambda: ThompsonChannel(epsilon=0.05),
+                                  LinUCBChannel, lambda: LinUCBChannel(epsilon=0.0)])
+def test_action_probabilities_on_sample_contexts(make):
+    pol = make().fit(_mixed_log())
+    for i, ctx in enumerate(sample_contexts(48, seed=3)):
+        probs = pol.action_probabilities(ctx)
+        assert all(0.0 <= q <= 1.0 for q in probs.values()) and sum(probs.values()) == pytest.approx(1, abs=1e-9)
+        assert all(a == "none" or ctx.can_message(a) for a in probs)
+        ds = pol.decide(ctx, np.random.default_rng(i))
+        if not ds:
+            assert probs == {"none": 1.0}                               # a trigger it does not decide on
+        else:
+            [d] = ds
+            assert d.propensity == probs[d.action] and probs[d.action] > 0
+
+
+def test_gaussian_argmax_probabilities_is_exact():
+    from scipy import integrate, stats
+
+    from omnisim.policies.bandits import gaussian_argmax_probabilities as g
+
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        k = int(rng.integers(2, 5))
+        m, s = rng.normal(0, 0.3, k), np.exp(rng.normal(-2, 1.5, k))   # sds over decades
+        ref = []
+        for i in range(k):
+            def f(t, i=i, m=m, s=s):
+                return stats.norm.pdf(t, m[i], s[i]) * np.prod(
+                    [stats.norm.cdf(t, m[j], s[j]) for j in range(len(m)) if j != i])
+            lo, hi = m[i] - 12 * s[i], m[i] + 12 * s[i]
+            ref.append(integrate.quad(f, lo, hi, points=[x for x in m if lo < x < hi], limit=400,
+                                      epsabs=1e-13)[0])
+        assert np.allclose(g(m, s), ref, atol=2e-8, rtol=0)
+    # a point mass (``none``: 0 with sd 0) wins when every Gaussian falls below it
+    p = g([0.1, 0.0], [0.2, 0.0])
+    assert p[1] == pytest.approx(stats.norm.cdf(-0.5)) and p.sum() == pytest.approx(1)
+    assert list(g([0.3, 0.5, 0.5], [0.0, 0.0, 0.0])) == [0.0, 1.0, 0.0]   # no noise: first argmax
+    assert list(g([0.0, 0.0], [0.1, 0.1])) == pytest.approx([0.5, 0.5])
+    with pytest.raises(ValueError, match="sd >= 0"):
+        g([0.0, 1.0], [0.1, -1.0])
 
 
 def test_learns_the_clicked_channel_and_is_cost_aware():
@@ -168,9 +218,9 @@ def test_bad_parameters(kwargs, match):
         ThompsonChannel(**kwargs).fit(reward_log(2, {"sms": True}))
 
 
-def test_thompson_rejects_bad_n_draws():
-    with pytest.raises(ValueError, match="n_draws: expected a positive integer, got 0"):
-        ThompsonChannel(n_draws=0).decide(_contexts_with_choice()[0], np.random.default_rng(0))
+def test_thompson_rejects_a_negative_exploration():
+    with pytest.raises(ValueError, match="exploration: expected a number >= 0, got -0.1"):
+        ThompsonChannel(exploration=-0.1).decide(_contexts_with_choice()[0], np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("cls", [ThompsonChannel, LinUCBChannel])
@@ -181,6 +231,10 @@ def test_artifact_round_trip_decides_identically(cls):
     assert back.kind == pol.kind and back.name == pol.name
     for i, ctx in enumerate(sample_contexts(40, seed=1)):
         assert pol.decide(ctx, np.random.default_rng(i)) == back.decide(ctx, np.random.default_rng(i))
+        assert pol.action_probabilities(ctx) == back.action_probabilities(ctx)
+    # artifacts from before exact Thompson probabilities carry n_draws: still loadable
+    old = cls.from_artifact({**json.loads(json.dumps(params)), "n_draws": 256}, arrays)
+    assert old.get_params() == back.get_params()
 
 
 def test_engine_calls_partial_fit_deterministically_through_wrappers():

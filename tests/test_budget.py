@@ -115,3 +115,18 @@ def test_check_policy_artifact_round_trip_and_clone():
     for i, ctx in enumerate(sample_contexts(40, seed=4)):
         assert pol.decide(ctx, np.random.default_rng(i)) == back.decide(ctx, np.random.default_rng(i))
     assert clone(pol).get_params() == pol.get_params() and not hasattr(clone(pol), "rate_")
+
+
+def test_action_probabilities_put_one_on_the_decided_action():
+    pol = fitted()
+    spent = [HistoryEvent(MONDAY + timedelta(days=1), "decided", "email")] * 3
+    now = MONDAY + timedelta(days=2, hours=10)
+    assert pol.action_probabilities(make_context(now, "product_view", history=spent)) == {"none": 1.0}
+    assert pol.action_probabilities(make_context(now, "purchase")) == {"none": 1.0}   # not its trigger
+    sent = 0
+    for i, ctx in enumerate(sample_contexts(48, seed=9)):
+        ds = pol.decide(ctx, np.random.default_rng(i))
+        probs = pol.action_probabilities(ctx)
+        assert probs == {ds[0].action if ds else "none": 1.0}
+        sent += bool(ds) and ds[0].is_message
+    assert sent > 5

@@ -83,3 +83,15 @@ def test_artifact_round_trip_and_clone():
     assert back.get_params() == clone(pol).get_params()
     for i, ctx in enumerate(sample_contexts(40, seed=3)):
         assert pol.decide(ctx, np.random.default_rng(i)) == back.decide(ctx, np.random.default_rng(i))
+
+
+def test_action_probabilities_put_one_on_the_decided_action():
+    pol = EngagementRatioChannel()
+    h = hist("email", 10, 2) + hist("sms", 4, 3)
+    assert pol.action_probabilities(make_context(NOW, "product_view", history=h)) == {"sms": 1.0}
+    nobody = make_context(NOW, "product_view", consent={"email": False, "sms": False, "push": False})
+    assert pol.action_probabilities(nobody) == {"none": 1.0}
+    assert pol.action_probabilities(make_context(NOW, "purchase")) == {"none": 1.0}   # not its trigger
+    for i, ctx in enumerate(sample_contexts(48, seed=8)):
+        ds = pol.decide(ctx, np.random.default_rng(i))
+        assert pol.action_probabilities(ctx) == {ds[0].action if ds else "none": 1.0}

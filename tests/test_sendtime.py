@@ -191,3 +191,63 @@ def test_sklearn_conventions():
     assert est.fit(empty_log(), NO_USERS) is est
     pol = SendTimePolicy("email_only", est, explore=0.05)
     assert clone(pol).get_params()["explore"] == 0.05
+
+
+# ------------------------------------------------------------------ action probabilities
+def _with_inner(inner, explore=0.3) -> SendTimePolicy:
+    return SendTimePolicy(inner, _fitted(), explore=explore)
+
+
+@pytest.mark.parametrize("inner, explore", [("email_only", 0.3), ("email_only", 0.0), ("bandit", 0.2)])
+def test_action_probabilities_match_decide_on_sample_contexts(inner, explore):
+    from omnisim.policies import ThompsonChannel
+
+    pol = _with_inner(ThompsonChannel() if inner == "bandit" else inner, explore)
+    ctxs = sample_contexts(48, seed=6) + [make_context(START, user_id=u, timezone=tz)
+                                          for u, tz in zip(USERS.user_id, USERS.timezone)]
+    for i, ctx in enumerate(ctxs):
+        probs = pol.action_probabilities(ctx)
+        assert all(0.0 <= q <= 1.0 for q in probs.values()) and sum(probs.values()) == pytest.approx(1, abs=1e-9)
+        ds = pol.decide(ctx, np.random.default_rng(i))
+        if not ds:
+            assert probs == {"none": 1.0}
+            continue
+        [d] = ds
+        assert d.propensity == probs[d.action] > 0                       # logged = evaluated, exactly
+        if d.is_message:
+            assert len([a for a in probs if a.startswith(d.channel + "@")]) == (24 if explore else 1)
+
+
+def test_exploration_frequencies_match_action_probabilities():
+    from omnisim.policies import ThompsonChannel
+
+    pol = _with_inner(ThompsonChannel(), explore=0.3)
+    ctx = make_context(START, "product_view", user_id="u1", timezone="Europe/Paris")
+    probs = pol.action_probabilities(ctx)
+    assert len(probs) == 3 * 24 + 1
+    n = 4000
+    acts = [pol.decide(ctx, np.random.default_rng(s))[0].action for s in range(n)]
+    # per channel: its best hour, any other hour; and none — binomial ~4.5 sigma bands
+    best = {ch: f"{ch}@{pol.model.best_hour('u1', ch):02d}h" for ch in ("email", "sms", "push")}
+    group_of = {a: a if a == "none" or a in best.values() else a.split("@")[0] + "@other" for a in probs}
+    groups: dict[str, float] = {}
+    for a, q in probs.items():
+        groups[group_of[a]] = groups.get(group_of[a], 0.0) + q
+    assert len(groups) == 7 and sum(0.02 < q < 0.98 for q in groups.values()) >= 4
+    for key, p in groups.items():
+        k = sum(group_of[a] == key for a in acts)
+        assert abs(k / n - p) <= 4.5 * np.sqrt(p * (1 - p) / n) + 1e-9, (key, k / n, p)
+
+
+def test_action_probabilities_needs_a_known_inner_distribution():
+    from omnisim.policies.ope_log import policy_probabilities
+
+    ctx = make_context(START, "product_view", user_id="u1", timezone="Europe/Paris")
+    for inner in ("random_channel", "blast"):
+        with pytest.raises(NotImplementedError, match="random or decides several actions"):
+            _with_inner(inner).action_probabilities(ctx)
+    # off-policy evaluation then falls back to sampling decide(), as for a policy without the method
+    pol = _with_inner("random_channel", explore=0.0)
+    sampled = policy_probabilities(pol, ctx, mc_draws=300)
+    best = {ch: f"{ch}@{pol.model.best_hour('u1', ch):02d}h" for ch in ("email", "sms", "push")}
+    assert set(sampled) == set(best.values()) and all(abs(q - 1 / 3) < 0.12 for q in sampled.values())

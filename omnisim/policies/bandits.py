@@ -31,14 +31,22 @@ precision ``prior_precision`` (λ)::
 
     A_a = λ I + Σ x xᵀ,   b_a = Σ r x,   θ_a = A_a⁻¹ b_a
 
-:class:`ThompsonChannel` samples each arm's score from its posterior
-``N(x_aᵀθ_a, exploration² · x_aᵀ A_a⁻¹ x_a)`` (``none``: 0). Its action distribution is
-estimated with ``n_draws`` joint draws from the given rng (share of draws each arm wins),
-mixed with ``epsilon`` uniform, and **the action is drawn from that estimate** — so the
-logged propensity is the exact probability of the logged action given (context, parameters,
-rng stream). :class:`LinUCBChannel` takes ``argmax x_aᵀθ_a + exploration·sqrt(x_aᵀA_a⁻¹x_a)`` (ties:
-channel order, ``none`` last) with probability ``1 - epsilon``, else a uniform arm:
-propensity ``(1 - ε)·1[a = best] + ε / K``.
+:class:`ThompsonChannel` samples each arm's score independently from its posterior
+``N(x_aᵀθ_a, exploration² · x_aᵀ A_a⁻¹ x_a)`` (``none``: 0) and plays the argmax. Given the
+context these scores are independent Gaussians, so the probability that arm ``i`` wins is the
+one-dimensional integral (:func:`gaussian_argmax_probabilities`)::
+
+    P(i) = ∫ φ_i(t) · Π_{j≠i} Φ_j(t) dt
+
+computed deterministically by composite Gauss–Legendre quadrature (absolute error below
+1e-8, tested against adaptive quadrature and Monte Carlo); it is mixed with ``epsilon``
+uniform, and the action is drawn from that distribution with the given rng. The logged
+propensity and :meth:`~_LinearChannelBandit.action_probabilities` are the *same* numbers
+(one code path), so logging and off-policy evaluation agree exactly. :class:`LinUCBChannel`
+takes ``argmax x_aᵀθ_a + exploration·sqrt(x_aᵀA_a⁻¹x_a)`` (ties: channel order, ``none``
+last) with probability ``1 - epsilon``, else a uniform arm: propensity
+``(1 - ε)·1[a = best] + ε / K``. Both expose ``action_probabilities(ctx)`` (every arm,
+``none`` included; ``{"none": 1}`` on triggers they do not decide on).
 
 Online: ``partial_fit(events)`` (called by the engines every ``update_every_h`` hours with the
 log rows since the last call) replays the rows in time order, keeps per user the last 35 days
@@ -61,6 +69,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 from sklearn.base import BaseEstimator
 
 from omnisim.policies.base import (
@@ -81,6 +90,7 @@ __all__ = [
     "RewardTracker",
     "ThompsonChannel",
     "arm_features",
+    "gaussian_argmax_probabilities",
     "message_rewards",
 ]
 
@@ -89,6 +99,66 @@ DEFAULT_COSTS: dict[str, float] = {"email": 0.001, "sms": 0.0079, "push": 0.0}
 N_FEATURES = 5
 HISTORY_H = 35 * 24.0
 _TRACKED = ("sent", "opened", "clicked")
+#: Gauss–Legendre nodes per panel and the half-width (in sds) of each arm's integration range.
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
+_SPAN = 8.5
+_STEPS = np.arange(-8.0, 9.0)
+
+
+def gaussian_argmax_probabilities(mean: Sequence[float] | np.ndarray,
+                                  sd: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Probability that each of independent ``N(mean_i, sd_i²)`` scores is the largest.
+
+    ``P(i) = ∫ φ_i(t) Π_{j≠i} Φ_j(t) dt`` by composite Gauss–Legendre quadrature (8 nodes
+    per panel) over ``[max_j(mean_j − 8.5 sd_j), max_j(mean_j + 8.5 sd_j)]`` — outside it the
+    maximum lies with probability < 1e-16 — with a panel boundary at every whole sd of every
+    arm within ±8 sd, so each panel is at most one sd wide for every arm whose density or
+    distribution function varies on it. Absolute error < 1e-8 (tested against
+    ``scipy.integrate.quad``; 8 and 24 nodes per panel agree to 1e-15); the result is
+    renormalised to sum to 1. Deterministic: no random draws. About 60 µs for 4 arms.
+
+    Arms with ``sd == 0`` are point masses: among them only the first of the largest mean
+    can win (``numpy.argmax`` order, as sampling would pick), with probability
+    ``Π_{j continuous} Φ((mean − mean_j) / sd_j)``. All ``sd == 0``: 1 on the first argmax.
+    """
+    mean = np.asarray(mean, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    if mean.shape != sd.shape or mean.ndim != 1:
+        raise ValueError(f"mean and sd: expected two 1-d arrays of the same length, got shapes "
+                         f"{mean.shape} and {sd.shape}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sd)) and np.all(sd >= 0)):
+        raise ValueError(f"mean and sd: expected finite values and sd >= 0, got {mean!r}, {sd!r}")
+    p = np.zeros(len(mean))
+    if len(mean) == 0:
+        return p
+    cont = sd > 0
+    if not cont.any():
+        p[int(np.argmax(mean))] = 1.0
+        return p
+    mc, sc = mean[cont], sd[cont]
+    lo, hi = float(np.max(mc - _SPAN * sc)), float(np.max(mc + _SPAN * sc))
+    if not cont.all():
+        point = np.flatnonzero(~cont)
+        best = int(point[np.argmax(mean[point])])
+        m_d = float(mean[best])
+        p[best] = float(np.prod(ndtr((m_d - mc) / sc)))
+        lo = max(lo, m_d)  # below the best point mass no continuous arm can win
+    if lo < hi:
+        edges = (mc[:, None] + sc[:, None] * _STEPS).ravel()
+        edges = np.unique(np.concatenate([edges[(edges > lo) & (edges < hi)], [lo, hi]]))
+        half = np.diff(edges) / 2.0
+        t = ((edges[:-1] + half)[:, None] + half[:, None] * _GL_X).ravel()   # nodes
+        w = (half[:, None] * _GL_W).ravel()                                 # weights
+        z = (t[None, :] - mc[:, None]) / sc[:, None]                        # (arms, nodes)
+        cdf = ndtr(z)
+        pdf = np.exp(-0.5 * z * z) / (math.sqrt(2.0 * math.pi) * sc[:, None])
+        total = np.prod(cdf, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Π_{j≠i} Φ_j = Π_j Φ_j / Φ_i; where Φ_i underflows to 0 so does φ_i (z < −38)
+            others = np.where(cdf > 0, total / cdf, 0.0)
+        p[cont] = (pdf * others) @ w
+    p = np.clip(p, 0.0, None)
+    return p / p.sum()
 
 
 def arm_features(history: Iterable[HistoryEvent], now: datetime, channels: Sequence[str],
@@ -234,8 +304,6 @@ class _LinearChannelBandit(BaseEstimator):
         bound's width ``alpha`` (default 0.1).
     epsilon : float or None
         Uniform mixing share (default: 0 for Thompson, 0.05 for LinUCB).
-    n_draws : int
-        Thompson only: Monte Carlo draws estimating the action distribution.
     update_every_h : float
         Online update cadence, hours.
     version : int
@@ -252,7 +320,7 @@ class _LinearChannelBandit(BaseEstimator):
                  unsubscribe_cost: float = 0.5, costs: Mapping[str, float] | None = None,
                  reward_window_h: float = 24.0, prior_precision: float = 1.0,
                  exploration: float | None = None, epsilon: float | None = None,
-                 n_draws: int = 256, update_every_h: float = 24.0, version: int = 1):
+                 update_every_h: float = 24.0, version: int = 1):
         self.channels = channels
         self.triggers = triggers
         self.allow_none = allow_none
@@ -265,7 +333,6 @@ class _LinearChannelBandit(BaseEstimator):
         self.prior_precision = prior_precision
         self.exploration = exploration
         self.epsilon = epsilon
-        self.n_draws = n_draws
         self.update_every_h = update_every_h
         self.version = version
 
@@ -287,6 +354,8 @@ class _LinearChannelBandit(BaseEstimator):
                      self.channels)
         if not 0.0 <= self._epsilon() <= 1.0:
             raise ValueError(f"epsilon: expected a probability in [0, 1], got {self.epsilon!r}")
+        if not (math.isfinite(self._exploration()) and self._exploration() >= 0):
+            raise ValueError(f"exploration: expected a number >= 0, got {self.exploration!r}")
         costs = self._costs()
         neg = {c: v for c, v in costs.items() if not v >= 0}
         if neg:
@@ -361,17 +430,32 @@ class _LinearChannelBandit(BaseEstimator):
             chans, mean, var = chans + [NO_ACTION], np.append(mean, 0.0), np.append(var, 0.0)
         return chans, mean, np.sqrt(np.maximum(var, 0.0))
 
-    def _probabilities(self, mean: np.ndarray, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _probabilities(self, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        """The un-mixed (before ``epsilon``) probability of each arm."""
         raise NotImplementedError
+
+    def _distribution(self, ctx: Context) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(arms, posterior means, probabilities)``: the one computation behind both the
+        logged propensity of :meth:`decide` and :meth:`action_probabilities`."""
+        arms, mean, sd = self._arms(ctx)
+        p = (1.0 - self._epsilon()) * self._probabilities(mean, sd) + self._epsilon() / len(arms)
+        return arms, mean, p / p.sum()
+
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """``{arm: probability}`` of every arm (``none`` included when it is an arm) in ``ctx``,
+        without drawing; exactly the propensities :meth:`decide` logs. Triggers the policy does
+        not decide on: ``{"none": 1.0}`` (``decide`` returns no decision there)."""
+        if ctx.trigger.kind not in self.triggers:
+            return {NO_ACTION: 1.0}
+        arms, _, p = self._distribution(ctx)
+        return {a: float(q) for a, q in zip(arms, p)}
 
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         kind = ctx.trigger.kind
         if kind not in self.triggers:
             return []
-        arms, mean, sd = self._arms(ctx)
-        p = self._probabilities(mean, sd, rng)
-        p = (1.0 - self._epsilon()) * p + self._epsilon() / len(arms)
-        i = int(rng.choice(len(arms), p=p / p.sum()))
+        arms, mean, p = self._distribution(ctx)
+        i = int(rng.choice(len(arms), p=p))
         arm, prop = arms[i], float(p[i])
         if arm == NO_ACTION:
             return [no_message(self.name, propensity=prop, campaign=kind)]
@@ -400,6 +484,10 @@ class _LinearChannelBandit(BaseEstimator):
 class ThompsonChannel(_LinearChannelBandit):
     """Linear Thompson sampling; ``exploration`` is the posterior scale (default 0.25).
 
+    The probability of each arm (the chance its posterior sample is the largest) is computed
+    exactly by :func:`gaussian_argmax_probabilities`, not estimated from draws; ``decide``
+    draws the arm from it and logs it as the propensity.
+
     Parameters: see :class:`_LinearChannelBandit`.
     """
 
@@ -408,12 +496,8 @@ class ThompsonChannel(_LinearChannelBandit):
     default_exploration = 0.25
     default_epsilon = 0.0
 
-    def _probabilities(self, mean: np.ndarray, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if not (isinstance(self.n_draws, (int, np.integer)) and self.n_draws >= 1):
-            raise ValueError(f"n_draws: expected a positive integer, got {self.n_draws!r}")
-        scores = mean + self._exploration() * sd * rng.standard_normal((int(self.n_draws), len(mean)))
-        wins = np.bincount(np.argmax(scores, axis=1), minlength=len(mean))
-        return wins / float(self.n_draws)
+    def _probabilities(self, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        return gaussian_argmax_probabilities(mean, self._exploration() * sd)
 
 
 class LinUCBChannel(_LinearChannelBandit):
@@ -428,7 +512,7 @@ class LinUCBChannel(_LinearChannelBandit):
     default_exploration = 0.1
     default_epsilon = 0.05
 
-    def _probabilities(self, mean: np.ndarray, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _probabilities(self, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
         ucb = mean + self._exploration() * sd
         p = np.zeros(len(mean))
         p[int(np.argmax(ucb))] = 1.0   # first maximum: channel order, none last

@@ -198,7 +198,12 @@ class Policy(Protocol):
     included, summing to 1), without drawing anything. Off-policy evaluation
     (:mod:`omnisim.policies.ope_log`) uses it to evaluate a random policy; without it a
     policy is evaluated as deterministic (``decide`` with a fixed generator, probability 1
-    on its action).
+    on its action). It must agree with ``decide``: the probability of the action ``decide``
+    takes equals the propensity it logs. A wrapper that cannot tell in some context (its
+    inner policy has no such method) raises ``NotImplementedError`` there, and evaluation
+    falls back to ``decide``. Implemented by the learned policies (``ThompsonChannel``,
+    ``LinUCBChannel``, ``SendTimePolicy``, ``BudgetPolicy``, ``EngagementRatioChannel``) and
+    ``ope_log.FixedAction``.
     """
 
     name: str

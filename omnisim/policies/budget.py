@@ -24,7 +24,7 @@ It sends the best ``(c, h)`` (ties: earliest send, then channel order) if
 ``score > threshold`` and ``used < weekly_budget``, else ``none`` (reason ``budget`` when
 the week is spent). Every send it schedules falls in the week it was decided in, so counting
 the week's decisions bounds the week's sends: the budget is never exceeded. Deterministic:
-propensity 1.
+propensity 1; ``action_probabilities(ctx)`` puts 1 on that action without calling ``decide``.
 """
 
 from __future__ import annotations
@@ -185,7 +185,17 @@ class BudgetPolicy(BaseEstimator):
                 out.append((float(score), t, c, h))
         return out
 
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """``{action: 1.0}`` for the action :meth:`decide` takes (deterministic; ``none``
+        on triggers it does not decide on), for off-policy evaluation."""
+        decisions = self._decide(ctx)
+        return {decisions[0].action if decisions else "none": 1.0}
+
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        """The decision (``rng`` is not used: the policy is deterministic)."""
+        return self._decide(ctx)
+
+    def _decide(self, ctx: Context) -> list[Decision]:
         kind = ctx.trigger.kind
         if kind not in self.triggers:
             return []

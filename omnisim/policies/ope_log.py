@@ -325,7 +325,9 @@ def log_contexts(log: pd.DataFrame, decisions: pd.DataFrame, users: pd.DataFrame
 def policy_probabilities(policy: Policy, ctx: Context, *, seed: int = 0, mc_draws: int = 0) -> dict[str, float]:
     """The evaluation policy's ``{action: probability}`` in ``ctx`` (sums to 1).
 
-    Uses ``policy.action_probabilities(ctx)`` when the policy has it; else calls ``decide``
+    Uses ``policy.action_probabilities(ctx)`` when the policy has it (and it does not raise
+    ``NotImplementedError``, which a wrapper such as ``SendTimePolicy`` raises when its inner
+    policy's distribution is unknown); else calls ``decide``
     once with ``numpy.random.default_rng(seed)`` and puts probability 1 on its action (no
     decision counts as ``none``). A random decision (propensity < 1) then raises
     :class:`OPELogError`, unless ``mc_draws > 0``: the distribution is then estimated from
@@ -333,8 +335,14 @@ def policy_probabilities(policy: Policy, ctx: Context, *, seed: int = 0, mc_draw
     Several decisions at once always raise.
     """
     probs = getattr(policy, "action_probabilities", None)
+    known = None
     if callable(probs):
-        out = {str(a): float(p) for a, p in probs(ctx).items() if p > 0}
+        try:
+            known = probs(ctx)
+        except NotImplementedError:
+            known = None
+    if known is not None:
+        out = {str(a): float(p) for a, p in known.items() if p > 0}
         total = sum(out.values())
         if not out or abs(total - 1) > 1e-6:
             raise OPELogError(f"{policy.name}: action_probabilities() must sum to 1 over actions, "

@@ -12,7 +12,8 @@ Channels with at least ``min_messages`` sends have *enough data*. The choice:
 2. otherwise ("not enough data"): the first reachable channel in ``fallback_order``;
 3. no reachable channel: ``none``.
 
-Deterministic (propensity 1); the rng is not used. Nothing is learned from a log — the
+Deterministic (propensity 1); the rng is not used. ``action_probabilities(ctx)`` puts 1 on
+the chosen action (for off-policy evaluation without calling ``decide``). Nothing is learned from a log — the
 ratio is recomputed from each user's own history at each decision — so ``to_artifact``
 holds parameters only.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from omnisim.policies.base import CHANNELS, Context, Decision, no_message
+from omnisim.policies.base import CHANNELS, NO_ACTION, Context, Decision, no_message
 from omnisim.policies.baselines import MARKETING_TRIGGERS
 from omnisim.policies.sendtime import _init_params, _jsonable
 
@@ -107,14 +108,25 @@ class EngagementRatioChannel(BaseEstimator):
         known.sort(key=lambda c: (-stats[c][0] / stats[c][1], -stats[c][1], order[c]))
         return known + unknown
 
-    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
-        kind = ctx.trigger.kind
-        if kind not in self.triggers:
-            return []
+    def choice(self, ctx: Context) -> str | None:
+        """The action :meth:`decide` takes in ``ctx`` (a channel or ``none``), or ``None`` when
+        the trigger is not one the policy decides on."""
+        if ctx.trigger.kind not in self.triggers:
+            return None
         ranked = self.rank(ctx)
-        if not ranked:
+        return ranked[0] if ranked else NO_ACTION
+
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """``{action: 1.0}`` (deterministic; ``none`` on triggers it does not decide on)."""
+        return {self.choice(ctx) or NO_ACTION: 1.0}
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        ch = self.choice(ctx)
+        kind = ctx.trigger.kind
+        if ch is None:
+            return []
+        if ch == NO_ACTION:
             return [no_message(self.name, campaign=kind)]
-        ch = ranked[0]
         return [Decision(action=ch, channel=ch, propensity=1.0, policy=self.name, campaign=kind)]
 
     def to_artifact(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

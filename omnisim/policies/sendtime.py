@@ -23,6 +23,9 @@ and logged as ``email@09h``. With probability ``explore`` the hour is uniform ov
 instead, so later fits see every hour; the logged propensity is the inner decision's times
 
     P(hour) = (1 - explore) · 1[hour = best] + explore / 24.
+
+:meth:`SendTimePolicy.action_probabilities` gives the same numbers for every action
+(``email@HHh`` for all 24 hours) without drawing, for off-policy evaluation.
 """
 
 from __future__ import annotations
@@ -416,6 +419,59 @@ class SendTimePolicy(BaseEstimator):
                                propensity=d.propensity * p,
                                send_at=next_local_hour(start, ctx.timezone, hour),
                                meta={**d.meta, "send_hour": hour}))
+        return out
+
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """``{action: probability}`` in ``ctx`` without drawing (off-policy evaluation).
+
+        Each inner message action ``c`` (non-exempt, on a modelled channel) with probability
+        ``q`` becomes the 24 actions ``c@HHh`` with ``q · hour_propensity(h, best, explore)``;
+        other inner actions (``none``, exempt messages, unmodelled channels) keep their
+        probability. The inner distribution is the inner policy's ``action_probabilities``
+        (its actions must then be channel names or ``none``, as the channel bandits' are), else
+        one ``decide`` with ``numpy.random.default_rng(0)`` — the inner policy must then be
+        deterministic (propensity 1) and decide at most one action. Otherwise (e.g. inner
+        ``random_channel``) it raises ``NotImplementedError``, and
+        :func:`~omnisim.policies.ope_log.policy_probabilities` falls back to ``decide`` as for a
+        policy without the method (``mc_draws`` sampling). A trigger the inner policy does not
+        answer gives ``{"none": 1.0}``.
+        """
+        model = self._check()
+        inner = self.inner_policy
+        probs = getattr(inner, "action_probabilities", None)
+        moved: list[tuple[str, str | None, float]] = []   # (action, channel to move or None, q)
+        if callable(probs):
+            for a, q in probs(ctx).items():
+                if q <= 0:
+                    continue
+                if a not in CHANNELS and a != "none":
+                    raise NotImplementedError(
+                        f"{self.name}: inner action {a!r} of {inner.name!r} is not a channel name; "
+                        f"action_probabilities needs inner actions among {', '.join(CHANNELS)}, none")
+                moved.append((a, a if a in model.channels_ else None, float(q)))
+        else:
+            decisions = inner.decide(ctx, np.random.default_rng(0))
+            if len(decisions) > 1 or (decisions and decisions[0].propensity < 1 - 1e-9):
+                raise NotImplementedError(
+                    f"{self.name}: the inner policy {inner.name!r} is random or decides several "
+                    f"actions at once and has no action_probabilities(ctx)")
+            if not decisions:
+                return {"none": 1.0}
+            d = decisions[0]
+            move = d.is_message and not d.exempt and d.channel in model.channels_
+            moved.append((d.action, d.channel if move else None, 1.0))
+        out: dict[str, float] = {}
+        explore = float(self.explore)
+        for a, channel, q in moved:
+            if channel is None:
+                out[a] = out.get(a, 0.0) + q
+                continue
+            best = model.best_hour(ctx.user_id, channel, ctx.traits.get("segment"))
+            for h in range(HOURS):
+                ph = hour_propensity(h, best, explore)
+                if ph > 0:
+                    key = f"{channel}@{h:02d}h"
+                    out[key] = out.get(key, 0.0) + q * ph
         return out
 
     # --------------------------------------------------------------------- artifact
