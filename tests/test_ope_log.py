@@ -299,3 +299,18 @@ def test_learned_policies_are_evaluated_exactly_and_agree_with_sampling(random_l
         assert e["ci_low"] <= m["value"] <= e["ci_high"] and m["ci_low"] <= e["value"] <= m["ci_high"], (e, m)
         if not random_policy:
             assert e["value"] == pytest.approx(m["value"])            # deterministic: the same arrays
+
+
+def test_pressure_wrapper_passes_exact_probabilities_through():
+    from omnisim.policies.bandits import LinUCBChannel
+    from omnisim.policies.check import sample_contexts
+    from omnisim.policies.pressure import with_pressure
+
+    inner = LinUCBChannel(epsilon=0.2)
+    wrapped = with_pressure(inner)
+    for ctx in sample_contexts(30, seed=4):
+        assert wrapped.action_probabilities(ctx) == inner.action_probabilities(ctx)
+    from omnisim.policies.baselines import EmailOnly
+
+    with pytest.raises(NotImplementedError):
+        with_pressure(EmailOnly()).action_probabilities(sample_contexts(1, seed=0)[0])

@@ -57,11 +57,17 @@ def batch_decider(policy: Any) -> Callable[[Sequence[Context], np.random.Generat
 
     Uses ``policy.decide_batch`` when the policy itself defines it; a wrapper's decisions
     can differ from the wrapped policy's (holdout scaling), so wrappers without their own
-    batch method fall back to one ``decide`` call per context — never an approximation.
+    batch method fall back to one ``decide`` call per context — never an approximation —
+    except :class:`~omnisim.policies.pressure.PressuredPolicy`, whose ``decide`` *is* the
+    wrapped policy's (its rules act at admission), so the wrapped policy's batch is used.
     """
     fn = getattr(policy, "decide_batch", None)
     if callable(fn):
         return fn
+    from omnisim.policies.pressure import PressuredPolicy
+
+    if type(policy) is PressuredPolicy:  # decide() is exactly the wrapped policy's
+        return batch_decider(policy.policy)
     decide = policy.decide
 
     def one_by_one(ctxs: Sequence[Context], rng: np.random.Generator) -> list[list[Decision]]:

@@ -139,6 +139,18 @@ class _Queue:
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore
 
 
+class _EngineContext(Context):
+    """A :class:`Context` built by this engine: ``can_message`` reads ``consent`` only.
+
+    Exactly :meth:`Context.can_message`: the engine clears a channel's consent when it logs
+    an ``unsubscribed`` event on it and never sets it again, so an ``unsubscribed`` event in
+    the history always comes with ``consent[channel] is False`` (and the history scan is
+    redundant)."""
+
+    def can_message(self, channel: str) -> bool:
+        return self.consent.get(channel, False)
+
+
 class _Chunk:
     """One chunk of users simulated together (module docstring)."""
 
@@ -245,7 +257,7 @@ class _Chunk:
         hist = self.history[u]
         if hist is None:
             hist = self.history[u] = deque()
-        ts = self._dt(t)
+        ts = self.start + timedelta(microseconds=round(t * 3.6e9))  # self._dt(t), inlined
         hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value))
         cutoff = ts - self.hist_window
         while hist[0].ts < cutoff:
@@ -253,15 +265,31 @@ class _Chunk:
 
     def _log_many(self, users: np.ndarray, t: np.ndarray, event: str, channel: str | Sequence[str],
                   msgs: np.ndarray | None = None, value: np.ndarray | None = None) -> None:
-        """Log one row per user (``users``, ``t``: (m,)); message rows carry their id/campaign/tag."""
-        for i in range(len(users)):
-            ch = channel if isinstance(channel, str) else channel[i]
-            if msgs is not None:
-                mid, camp, tag = self.m_meta[msgs[i]]
-                self._log(int(users[i]), float(t[i]), event, ch, message_id=mid, campaign=camp, tag=tag)
-            else:
-                self._log(int(users[i]), float(t[i]), event, ch,
-                          value=None if value is None else float(value[i]))
+        """Log one row per user (``users``, ``t``: (m,)); message rows carry their id/campaign/tag.
+
+        The same rows and history events as one :meth:`_log` call per user, inlined."""
+        n = len(users)
+        if n == 0:
+            return
+        chans = [channel] * n if isinstance(channel, str) else channel
+        us, ts_h = users.tolist(), np.asarray(t, float).tolist()
+        if msgs is not None:
+            meta = self.m_meta
+            metas = [meta[m] for m in np.asarray(msgs).tolist()]
+        else:
+            metas = [(None, None, None)] * n
+        vals = [None] * n if value is None else np.asarray(value, float).tolist()
+        rows, history, start, window = self.rows, self.history, self.start, self.hist_window
+        for u, th, ch, (mid, camp, tag), val in zip(us, ts_h, chans, metas, vals):
+            rows.append((th, u, event, ch, None, mid, camp, None, None, val, None, tag))
+            hist = history[u]
+            if hist is None:
+                hist = history[u] = deque()
+            ts = start + timedelta(microseconds=round(th * 3.6e9))
+            hist.append(HistoryEvent(ts, event, ch, mid, camp, tag, val))
+            cutoff = ts - window
+            while hist[0].ts < cutoff:
+                hist.popleft()
 
     def _traits(self, u: int) -> dict[str, Any]:
         """Observable traits of user ``u`` (built once, shared by its contexts)."""
@@ -278,9 +306,11 @@ class _Chunk:
         cutoff = now - self.hist_window
         while hist and hist[0].ts < cutoff:
             hist.popleft()
-        consent = {ch: bool(self.consent[u, i]) for i, ch in enumerate(MSG_CHANNELS)}
-        return Context(user_id=self.uid[u], now=now, timezone=self.tz[u], traits=self._traits(u),
-                       consent=consent, history=tuple(hist), trigger=trigger)
+        c = self.consent[u].tolist()
+        consent = {MSG_CHANNELS[0]: c[0], MSG_CHANNELS[1]: c[1], MSG_CHANNELS[2]: c[2]}
+        return _EngineContext(user_id=self.uid[u], now=now, timezone=self.tz[u],
+                              traits=self._traits(u), consent=consent, history=tuple(hist),
+                              trigger=trigger)
 
     # --- decisions ---------------------------------------------------------------------
     def decide(self, users: np.ndarray, t: np.ndarray, kind: str,

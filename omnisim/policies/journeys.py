@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -170,6 +171,10 @@ class Journey:
             return self._run(ctx, dict(trig.payload))
         if trig.kind not in self.triggers or not self._may_enter(ctx):
             return []
+        return self._enter(ctx, self._run)
+
+    def _enter(self, ctx: Context, run: Any) -> list[Decision]:
+        """Entry of a user allowed to enter: holdout, then the first step (``run``) or a wait."""
         if in_holdout(ctx.user_id, self.holdout_share, f"{self.holdout_salt}:{self.journey}"):
             return [no_message(self.name, self.holdout_share, self.journey, reason="holdout")]
         now = ctx.now.isoformat()
@@ -177,7 +182,7 @@ class Journey:
                    "entered_at": now, "step": self.steps[0].id, "step_at": now, "sent": []}
         at = self.steps[0].due(ctx.now, ctx.timezone)
         if at <= ctx.now:
-            return self._run(ctx, payload)
+            return run(ctx, payload)
         wait = no_message(self.name, 1.0 - self.holdout_share, self.journey)
         return [replace(wait, follow_ups=(FollowUp(at, payload),),
                         meta={"step": "entry", "entry_id": payload["entry_id"]})]
@@ -231,6 +236,102 @@ class Journey:
             decision = replace(decision, follow_ups=(FollowUp(nxt.due(ctx.now, ctx.timezone), follow),))
         return [decision]
 
+    # -- batch (docs/decision-core.md, "Batch decisions") ------------------------------------
+    def decide_batch(self, ctxs: Sequence[Context], rng: np.random.Generator) -> list[list[Decision]]:
+        """``[decide(c, rng) for c in ctxs]``, faster: identical decisions for contexts whose
+        history is oldest first (the :class:`Context` contract; engines guarantee it).
+
+        History scans run newest first and stop at the instant they look back to (entry,
+        previous step, last own send); the journey draws no random numbers."""
+        return [self._decide_sorted(c) for c in ctxs]
+
+    @cached_property
+    def _step_index(self) -> dict[str, int]:
+        index: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            index.setdefault(s.id, i)
+        return index
+
+    def _decide_sorted(self, ctx: Context) -> list[Decision]:
+        trig = ctx.trigger
+        if trig.kind == "journey_step":
+            if trig.payload.get("journey") != self.journey:
+                return []
+            return self._run_sorted(ctx, dict(trig.payload))
+        if trig.kind not in self.triggers:
+            return []
+        if self.max_entries is not None:
+            if not self._may_enter(ctx):
+                return []
+        else:  # the last own send is the newest one: scan back to it only
+            cooldown = self.reentry_cooldown_h if self.reentry_cooldown_h is not None else self.span_h
+            limit = ctx.now - timedelta(hours=cooldown)
+            journey = self.journey
+            for h in reversed(ctx.history):
+                if h.event == "sent" and h.campaign == journey:
+                    if h.ts > limit:
+                        return []
+                    break
+        return self._enter(ctx, self._run_sorted)
+
+    def _run_sorted(self, ctx: Context, payload: dict[str, Any]) -> list[Decision]:
+        try:
+            index = self._step_index.get(payload.get("step"))  # type: ignore[arg-type]
+            entered_at = datetime.fromisoformat(payload["entered_at"])
+            step_at = datetime.fromisoformat(payload["step_at"])
+            if index is None or step_at < entered_at:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            return self._run(ctx, payload)  # the unusual payloads (and their errors), as decide
+        step = self.steps[index]
+        meta: dict[str, Any] = {"step": payload.get("step"), "entry_id": payload.get("entry_id")}
+        p = 1.0 - self.holdout_share
+        name, journey = self.name, self.journey
+        history = ctx.history
+        # newest first; everything at or before entry is irrelevant to exits and conditions
+        recent = []
+        for h in reversed(history):
+            if h.ts <= entered_at:
+                break
+            recent.append(h)
+        for event in self.exit_on:
+            if any(h.event == event for h in recent):
+                return [Decision(action=NO_ACTION, channel=NO_ACTION, propensity=p, policy=name,
+                                 campaign=journey, meta=meta | {"exit": event})]
+        ok = True
+        for c in step.when:
+            since = entered_at if c.since == "entry" else step_at
+            own = c.own if c.own is not None else c.event in OWN_BY_DEFAULT
+            found = False
+            for h in recent:
+                if h.ts <= since:
+                    break
+                if h.event == c.event and (c.channel is None or h.channel == c.channel) and (
+                        not own or h.campaign == journey):
+                    found = True
+                    break
+            if found == c.negate:
+                ok = False
+                break
+        sent = list(payload.get("sent", []))
+        nxt = self.target(index, ok)
+        follow_ups: tuple[FollowUp, ...] = ()
+        if not ok or step.channel == NO_ACTION:
+            decision_args = dict(action=NO_ACTION, channel=NO_ACTION,
+                                 meta=meta | {"branch": "next" if ok else "otherwise"})
+        elif not ctx.can_message(step.channel):
+            decision_args = dict(action=NO_ACTION, channel=NO_ACTION, reason="no_consent", meta=meta)
+        else:
+            sent.append(step.id)
+            decision_args = dict(action=step.channel, channel=step.channel, tag=step.tag,
+                                 priority=step.priority, expected_value=step.expected_value,
+                                 meta=meta | {"template": step.template or step.id, "dedup": index == 0})
+        if nxt is not None:
+            follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
+            follow_ups = (FollowUp(nxt.due(ctx.now, ctx.timezone), follow),)
+        return [Decision(propensity=p, policy=name, campaign=journey, follow_ups=follow_ups,
+                         **decision_args)]
+
 
 @dataclass(frozen=True)
 class JourneySet:
@@ -261,6 +362,18 @@ class JourneySet:
         out: list[Decision] = []
         for j in self.journeys:
             out.extend(j.decide(ctx, rng))
+        return out
+
+    def decide_batch(self, ctxs: Sequence[Context], rng: np.random.Generator) -> list[list[Decision]]:
+        """``[decide(c, rng) for c in ctxs]``: each journey decides for all contexts at once
+        when all members are :class:`Journey` (they draw nothing); a context's decisions keep
+        the journeys' order. Otherwise one ``decide`` per context."""
+        if not all(isinstance(j, Journey) for j in self.journeys):
+            return [self.decide(c, rng) for c in ctxs]  # other members may draw: same order
+        out: list[list[Decision]] = [[] for _ in ctxs]
+        for j in self.journeys:
+            for acc, res in zip(out, j.decide_batch(ctxs, rng)):
+                acc.extend(res)
         return out
 
 

@@ -341,6 +341,13 @@ class PressuredPolicy(ForwardsLearning):
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         return self.policy.decide(ctx, rng)
 
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """The wrapped policy's: rules act after the decision (admission), not on the choice."""
+        probs = getattr(self.policy, "action_probabilities", None)
+        if probs is None:
+            raise NotImplementedError(f"{self.policy.name!r} has no action_probabilities(ctx)")
+        return probs(ctx)
+
 
 def with_pressure(policy: Policy, rules: PressureRules | None = None) -> PressuredPolicy:
     """Attach pressure rules (default: :func:`default_rules`) to any policy."""
