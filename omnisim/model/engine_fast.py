@@ -46,7 +46,8 @@ from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
 from omnisim.model._fast_policy import batch_decider, trigger_kinds
-from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult, _update_cadence
+from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
+from omnisim.policies.runtime import update_cadence
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
 from omnisim.model.scenario import Scenario
 from omnisim.policies import runtime
@@ -839,7 +840,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
     pop_ss, world_ss, policy_ss = np.random.SeedSequence(sc.seed).spawn(3)
     users = sample_population(sc.population, sc.n_users, np.random.default_rng(pop_ss),
                               horizon_days=sc.days, enabled_channels=sc.enabled_channels)
-    learning = _update_cadence(policy)  # hours, or None when the policy does not learn online
+    learning = update_cadence(policy)  # hours, or None when the policy does not learn online
     size = len(users) if learning else chunk_users
     starts = list(range(0, len(users), size))
     wss, pss = world_ss.spawn(len(starts)), policy_ss.spawn(len(starts))

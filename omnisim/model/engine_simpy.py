@@ -136,7 +136,7 @@ class _Sim:
         # a click "boosts" purchases while its visit boost is above 1 % of its peak
         self.boost_window_h = self.beh.click_boost_half_life_h * math.log2(100)
         self.users = self._build_users(users, world_ss, policy_ss)
-        self.update_every_h = _update_cadence(policy)
+        self.update_every_h = runtime.update_cadence(policy)
         self.n_fed = 0  # rows already handed to policy.partial_fit
 
     # --- setup ---------------------------------------------------------------------------
@@ -500,18 +500,6 @@ class _Sim:
             df[name] = list(values)
         order = np.argsort(hours, kind="stable")
         return validate(df.iloc[order].reset_index(drop=True), source="engine_simpy")
-
-
-def _update_cadence(policy: Policy) -> float | None:
-    """``policy.update_every_h`` when the policy learns online (has ``partial_fit``), else None."""
-    every = getattr(policy, "update_every_h", None)
-    if every is None or not callable(getattr(policy, "partial_fit", None)):
-        return None
-    every = float(every)
-    if not (math.isfinite(every) and every > 0):
-        raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: update_every_h must be a "
-                         f"positive number of hours, got {every!r}")
-    return every
 
 
 def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,

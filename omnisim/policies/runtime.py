@@ -13,6 +13,8 @@ Nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -77,3 +79,16 @@ class _LazyGenerator:
         if self._rng is None:
             self._rng = np.random.default_rng(self._seed)
         return getattr(self._rng, name)
+
+
+def update_cadence(policy: Any) -> float | None:
+    """``policy.update_every_h`` (hours) when the policy learns online (has ``partial_fit``),
+    else None — the one rule both engines and the sender use (docs/decision-core.md)."""
+    every = getattr(policy, "update_every_h", None)
+    if every is None or not callable(getattr(policy, "partial_fit", None)):
+        return None
+    every = float(every)
+    if not (math.isfinite(every) and every > 0):
+        raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: update_every_h must be a "
+                         f"positive number of hours, got {every!r}")
+    return every

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import tempfile
 import time
 import uuid
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from omnisim.policies.runtime import update_cadence
 from omnisim.send.store import LOG_COLUMNS, to_us
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,18 +54,6 @@ log = logging.getLogger("omnisim.send.learning")
 
 KEYS = ("learn_base", "learn_version", "learn_cursor", "learn_at_us", "learn_owner")
 _LOCK_ID = 724362
-
-
-def cadence(policy: Any) -> float | None:
-    """``policy.update_every_h`` (hours) when the policy learns online, else None."""
-    every = getattr(policy, "update_every_h", None)
-    if every is None or not callable(getattr(policy, "partial_fit", None)):
-        return None
-    every = float(every)
-    if not (math.isfinite(every) and every > 0):
-        raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: update_every_h must be a "
-                         f"positive number of hours, got {every!r}")
-    return every
 
 
 @dataclass
@@ -88,7 +76,7 @@ class OnlineLearner:
 
     def cadence(self) -> float | None:
         """Hours between updates of the loaded artifact's policy (None: it does not learn)."""
-        return cadence(self.service.base_policy.policy)
+        return update_cadence(self.service.base_policy.policy)
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict[str, str]:
