@@ -89,6 +89,22 @@ class DatasetInfo:
     has_users: bool
 
 
+def _obd_info(kind: str, policy: str) -> DatasetInfo:
+    """The Open Bandit Dataset sample logged by ``policy`` (folder ``obd/<kind>/all``)."""
+    return DatasetInfo(
+        name=f"obd_{kind}",
+        description=("Open Bandit Dataset sample (ZOZOTOWN, campaign 'all'): 10,000 "
+                     f"recommendations by {policy}, clicks"),
+        rows=10_000,
+        licence="Apache-2.0 (shipped as package data of obp 0.5.7)",
+        source=f"https://github.com/st-tech/zr-obp (obp 0.5.7 sdist, obp/dataset/obd/{kind}/all)",
+        citation=("Saito, Aihara, Matsutani, Narita. Open Bandit Dataset and Pipeline: Towards "
+                  "Realistic and Reproducible Off-Policy Evaluation. arXiv:2008.07146"),
+        files=(f"obd/{kind}/all/all.csv.gz", f"obd/{kind}/all/item_context.csv"),
+        has_users=True,
+    )
+
+
 _DATASETS: dict[str, DatasetInfo] = {
     "hillstrom": DatasetInfo(
         name="hillstrom",
@@ -102,30 +118,8 @@ _DATASETS: dict[str, DatasetInfo] = {
         files=("hillstrom/hillstrom.csv.gz",),
         has_users=True,
     ),
-    "obd_random": DatasetInfo(
-        name="obd_random",
-        description=("Open Bandit Dataset sample (ZOZOTOWN, campaign 'all'): 10,000 "
-                     "recommendations by a uniform-random policy (propensity 1/80), clicks"),
-        rows=10_000,
-        licence="Apache-2.0 (shipped as package data of obp 0.5.7)",
-        source="https://github.com/st-tech/zr-obp (obp 0.5.7 sdist, obp/dataset/obd/random/all)",
-        citation=("Saito, Aihara, Matsutani, Narita. Open Bandit Dataset and Pipeline: Towards "
-                  "Realistic and Reproducible Off-Policy Evaluation. arXiv:2008.07146"),
-        files=("obd/random/all/all.csv.gz", "obd/random/all/item_context.csv"),
-        has_users=True,
-    ),
-    "obd_bts": DatasetInfo(
-        name="obd_bts",
-        description=("Open Bandit Dataset sample (ZOZOTOWN, campaign 'all'): 10,000 "
-                     "recommendations by a Bernoulli Thompson-sampling policy, clicks"),
-        rows=10_000,
-        licence="Apache-2.0 (shipped as package data of obp 0.5.7)",
-        source="https://github.com/st-tech/zr-obp (obp 0.5.7 sdist, obp/dataset/obd/bts/all)",
-        citation=("Saito, Aihara, Matsutani, Narita. Open Bandit Dataset and Pipeline: Towards "
-                  "Realistic and Reproducible Off-Policy Evaluation. arXiv:2008.07146"),
-        files=("obd/bts/all/all.csv.gz", "obd/bts/all/item_context.csv"),
-        has_users=True,
-    ),
+    "obd_random": _obd_info("random", "a uniform-random policy (propensity 1/80)"),
+    "obd_bts": _obd_info("bts", "a Bernoulli Thompson-sampling policy"),
 }
 
 
