@@ -30,6 +30,14 @@ What the journey relies on from the history (``Context.history``):
 Later steps set ``meta["dedup"] = False``: a journey's follow-up on another channel is a
 deliberate sequence, not a duplicate, for the pressure rules' dedup.
 
+Channel fallback (``fallback``, sender only): a step's ``fallback`` — a channel or a list of
+channels, in order — goes into ``Decision.meta["fallback"]`` (a list) of the message it
+sends. The production sender re-sends a message the providers answer undeliverable or refuse
+for good (a push gateway's 410) on that chain; ``fallback: []`` forbids it even when the
+sender has a ``--fallback`` default; no key leaves the sender's default. The simulator does
+not re-route bounces, so ``fallback`` does not change simulated results (docs/sender.md,
+"Channel fallback").
+
 YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
 
     name: seed_journey            # campaign name; the policy is "seed_journey@<version>"
@@ -44,6 +52,9 @@ YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
         delay_h: 4                # then optionally at_local_hour: 10
         when: [{event: opened, channel: email, since: entry, negate: true}]
         next: visit_push          # optional (default: the following step); otherwise: exit
+      - id: visit_push
+        channel: push
+        fallback: email           # optional, sender only: email | [email, sms] | [] (none)
 """
 
 from __future__ import annotations
@@ -99,7 +110,9 @@ class Condition:
 @dataclass(frozen=True)
 class Step:
     """One journey step: wait (``delay_h`` hours, then until ``at_local_hour``), check
-    ``when``, message on ``channel`` (``none`` for a pure branch/wait step)."""
+    ``when``, message on ``channel`` (``none`` for a pure branch/wait step). ``fallback``:
+    the channels the sender may re-send on if the message is undeliverable (``()`` forbids
+    it, ``None`` leaves the sender's default); sent as ``Decision.meta["fallback"]``."""
 
     id: str
     channel: str
@@ -112,6 +125,15 @@ class Step:
     tag: str = "marketing"
     priority: int = 0
     expected_value: float = 0.0
+    fallback: tuple[str, ...] | None = None
+
+    @property
+    def message_meta(self) -> dict[str, Any]:
+        """Meta keys of the message this step sends, besides step, entry and dedup."""
+        meta: dict[str, Any] = {"template": self.template or self.id}
+        if self.fallback is not None:
+            meta["fallback"] = list(self.fallback)
+        return meta
 
     def due(self, after: datetime, timezone: str) -> datetime:
         """When this step runs if the previous one ran at ``after`` (UTC)."""
@@ -229,7 +251,7 @@ class Journey:
                 action=step.channel, channel=step.channel, propensity=p, policy=self.name,
                 campaign=self.journey, tag=step.tag, priority=step.priority,
                 expected_value=step.expected_value,
-                meta=meta | {"template": step.template or step.id, "dedup": index == 0})
+                meta=meta | step.message_meta | {"dedup": index == 0})
         nxt = self.target(index, ok)
         if nxt is not None:
             follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
@@ -325,7 +347,7 @@ class Journey:
             sent.append(step.id)
             decision_args = dict(action=step.channel, channel=step.channel, tag=step.tag,
                                  priority=step.priority, expected_value=step.expected_value,
-                                 meta=meta | {"template": step.template or step.id, "dedup": index == 0})
+                                 meta=meta | step.message_meta | {"dedup": index == 0})
         if nxt is not None:
             follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
             follow_ups = (FollowUp(nxt.due(ctx.now, ctx.timezone), follow),)
@@ -400,6 +422,10 @@ def _validate(j: Journey) -> None:
             raise _spec.fail(E, f"{p}.delay_h", "a number >= 0", s.delay_h)
         if s.at_local_hour is not None and not 0 <= s.at_local_hour < 24:
             raise _spec.fail(E, f"{p}.at_local_hour", "a number in [0, 24)", s.at_local_hour)
+        if s.fallback is not None:
+            if isinstance(s.fallback, str) or not isinstance(s.fallback, (tuple, list)):
+                raise _spec.fail(E, f"{p}.fallback", "a tuple of channels", s.fallback)
+            _check_fallback(tuple(s.fallback), s.channel, f"{p}.fallback")
         for k, c in enumerate(s.when):
             if c.event not in EVENTS:
                 raise _spec.fail(E, f"{p}.when[{k}].event", "an engagement-log event", c.event)
@@ -409,6 +435,41 @@ def _validate(j: Journey) -> None:
         raise _spec.fail(E, f"{j.journey}.holdout_share", "a number in [0, 1]", j.holdout_share)
     if "journey_step" in j.triggers:
         raise E(f"{j.journey}.triggers: journey_step is reserved for follow-ups")
+
+
+def _check_fallback(chain: tuple[Any, ...], channel: str, where: str, single: bool = False) -> None:
+    """A step's fallback chain: message channels other than the step's own, each once, and
+    only on a step that messages. ``single``: the YAML gave one channel, not a list."""
+    E = JourneyError
+    if channel == NO_ACTION:
+        raise _spec.fail(E, where, "no fallback on a 'channel: none' step (it sends no message)",
+                         chain[0] if single else list(chain))
+    for i, ch in enumerate(chain):
+        at = where if single else f"{where}[{i}]"
+        if not isinstance(ch, str):
+            raise _spec.fail(E, at, "a string", ch)
+        if ch not in CHANNELS:
+            raise _spec.fail(E, at, "one of " + ", ".join(CHANNELS) + " (a channel to re-send on; "
+                             "'fallback: []' forbids fallback)", ch)
+        if ch == channel:
+            raise _spec.fail(E, at, f"a channel other than the step's own ({channel})", ch)
+        if ch in chain[:i]:
+            raise _spec.fail(E, at, "each channel at most once", ch)
+
+
+def _fallback(s: Mapping[str, Any], path: str) -> tuple[str, ...] | None:
+    """``fallback:`` of a step mapping: a channel or a list of channels (``[]``: none)."""
+    where = _spec.join(path, "fallback")
+    value = s.get("fallback")
+    if value is None:
+        return None
+    if not isinstance(value, (str, list)):
+        raise _spec.fail(JourneyError, where, "a channel (" + ", ".join(CHANNELS) + ") or a list "
+                         "of channels", value)
+    chain = (value,) if isinstance(value, str) else tuple(value)
+    channel = s.get("channel")
+    _check_fallback(chain, channel if isinstance(channel, str) else "", where, isinstance(value, str))
+    return chain
 
 
 def _strings(spec: Mapping[str, Any], key: str, path: str, default: Any = ...) -> tuple[str, ...]:
@@ -432,7 +493,7 @@ def _condition(spec: Any, path: str) -> Condition:
 def _step(spec: Any, path: str) -> Step:
     E, g = JourneyError, _spec.get
     keys = {"id", "channel", "delay_h", "at_local_hour", "when", "next", "otherwise", "template",
-            "tag", "priority", "expected_value"}
+            "tag", "priority", "expected_value", "fallback"}
     s = _spec.check_keys(spec, keys, path, E)
     when = [_condition(c, _spec.join(path, f"when[{i}]")) for i, c in enumerate(_spec.get_list(s, "when", path, E, []))]
     return Step(id=g(s, "id", str, path, E),
@@ -444,7 +505,8 @@ def _step(spec: Any, path: str) -> Step:
                 template=g(s, "template", str, path, E, default=None),
                 tag=g(s, "tag", str, path, E, default="marketing"),
                 priority=g(s, "priority", int, path, E, default=0),
-                expected_value=g(s, "expected_value", float, path, E, default=0.0))
+                expected_value=g(s, "expected_value", float, path, E, default=0.0),
+                fallback=_fallback(s, path))
 
 
 def journey_from_dict(spec: Any, path: str = "") -> Journey:
