@@ -107,13 +107,22 @@ def _dumps(o) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_engine_opt
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=-1), default=1, show_default=True,
+              help="Fast engine: processes simulating chunks of 50,000 users at once (-1: one "
+                   "per CPU). Same log for any value; helps only above 50,000 users.")
 def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | None, seed: int,
-                 log_out: Path | None, as_json: bool, progress: bool, engine: str) -> None:
+                 log_out: Path | None, as_json: bool, progress: bool, engine: str,
+                 n_jobs: int) -> None:
     """Simulate one policy on a scenario and print its metrics."""
     from omnisim.experiment import run_one
 
+    if n_jobs == 0:
+        raise click.BadParameter("expected a number of processes >= 1, or -1 (one per CPU)",
+                                 param_hint="--jobs")
+    if n_jobs != 1 and engine != "fast":
+        raise click.BadParameter("applies to the fast engine only", param_hint="--jobs")
     r = run_one(scenario, policy, seed, n_users=n_users, days=days, engine=engine,
-                progress=progress and not as_json)
+                progress=progress and not as_json, n_jobs=n_jobs)
     m = {"users": r.metrics["users"], "days": r.metrics["days"], "seed": seed, "policy": r.policy, **r.metrics}
     if log_out is not None:
         from omnisim.log import write_log

@@ -92,15 +92,23 @@ def get_engine(engine: str):
 
 
 def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
-            rules=None, engine: str = DEFAULT_ENGINE, progress: bool = False) -> RunResult:
-    """Simulate one policy on one seed with ``engine`` (``fast`` | ``simpy``) and score the log."""
+            rules=None, engine: str = DEFAULT_ENGINE, progress: bool = False,
+            n_jobs: int = 1) -> RunResult:
+    """Simulate one policy on one seed with ``engine`` (``fast`` | ``simpy``) and score the log.
+
+    ``n_jobs`` (fast engine only): processes simulating chunks of users at once; the log does
+    not depend on it (see :func:`omnisim.model.engine_fast.simulate`)."""
     simulate = get_engine(engine)
+    if n_jobs != 1 and engine != "fast":
+        raise ValueError(f"n_jobs applies to the fast engine only (engine {engine!r})")
+    kw = {"n_jobs": n_jobs} if n_jobs != 1 else {}
     scenario, policy = _resolve_scenario(scenario), _resolve_policy(policy)
     if getattr(policy, "update_every_h", None):
         # online learners change as they run: each run starts from the policy as given, so
         # seeds stay independent replicates and the caller's object is left untouched
         policy = copy.deepcopy(policy)
-    res = simulate(scenario, policy, n_users=n_users, days=days, seed=seed, progress=progress)
+    res = simulate(scenario, policy, n_users=n_users, days=days, seed=seed, progress=progress,
+                   **kw)
     horizon = days if days is not None else scenario.days
     rules = getattr(policy, "rules", None) or rules or reference_rules()
     metrics = log_metrics(res.log, res.users, days=horizon, rules=rules,

@@ -209,9 +209,78 @@ def test_online_learning_hook_is_called_with_new_rows_only(small):
     assert len(fed) <= len(res.log) and fed["ts"].is_monotonic_increasing
 
 
+def test_parallel_chunks_give_the_same_log(small, tmp_path):
+    sc = small.replace(n_users=260, days=6)
+    pol = get_policy("seed_journey+pressure")
+    kw = dict(progress=False, chunk_users=80)  # 4 chunks
+    one = engine_fast.simulate(sc, pol, n_jobs=1, **kw).log
+    two = engine_fast.simulate(sc, pol, n_jobs=2, **kw).log
+    pd.testing.assert_frame_equal(one, two)
+    a = engine_fast.simulate(sc, pol, n_jobs=1, out=tmp_path / "a", flush_rows=500, **kw)
+    b = engine_fast.simulate(sc, pol, n_jobs=2, out=tmp_path / "b", flush_rows=500, **kw)
+    assert [p.name for p in a.log_parts] == [p.name for p in b.log_parts]
+    assert len({p.name.split("-")[1] for p in b.log_parts}) == 4
+    for pa, pb in zip(a.log_parts, b.log_parts):
+        pd.testing.assert_frame_equal(pd.read_parquet(pa), pd.read_parquet(pb))
+    # -1: one process per CPU; still the same log
+    pd.testing.assert_frame_equal(one, engine_fast.simulate(sc, pol, n_jobs=-1, **kw).log)
+
+
+def test_history_is_kept_only_when_read_and_logs_do_not_depend_on_it(small):
+    from omnisim.model._fast_policy import needs_history
+
+    class Opaque:
+        """Blast's decisions, declaring nothing: the engine keeps history and asks every kind."""
+
+        def __init__(self):
+            self.inner = get_policy("blast")
+            self.name = self.inner.name
+
+        def decide(self, ctx, rng):
+            return self.inner.decide(ctx, rng)
+
+    class Silent:
+        name = "silent@test"
+        trigger_kinds = frozenset()
+
+        def decide(self, ctx, rng):
+            return []
+
+    assert needs_history(Opaque()) and not needs_history(get_policy("blast"))
+    assert not needs_history(Silent()) and not needs_history(get_policy("random_channel+holdout"))
+    assert needs_history(get_policy("blast+pressure"))  # rules read it at admission
+    assert needs_history(get_policy("seed_journey"))
+    sc = small.replace(n_users=200, days=6)
+    a = engine_fast.simulate(sc, get_policy("blast"), progress=False).log
+    b = engine_fast.simulate(sc, Opaque(), progress=False).log
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_admission_reusing_the_decision_context_is_exact(small):
+    # PressureRules (exactly) lets an admission reuse its decision's context; a subclass
+    # does not, and must give the same log
+    from dataclasses import fields
+
+    from omnisim.policies.journeys import load_journey
+    from omnisim.policies.pressure import PressureRules, default_rules, with_pressure
+
+    class Rules(PressureRules):
+        pass
+
+    base = default_rules()
+    other = Rules(**{f.name: getattr(base, f.name) for f in fields(PressureRules)})
+    sc = small.replace(n_users=250, days=8)
+    a = engine_fast.simulate(sc, with_pressure(load_journey("seed_journey"), base), progress=False)
+    b = engine_fast.simulate(sc, with_pressure(load_journey("seed_journey"), other), progress=False)
+    assert (a.log["event"] == "deferred").any()
+    pd.testing.assert_frame_equal(a.log, b.log)
+
+
 def test_bad_arguments():
     sc = load_scenario("default").replace(n_users=10, days=1)
     with pytest.raises(TypeError, match="decide"):
         engine_fast.simulate(sc, object(), progress=False)
     with pytest.raises(ValueError, match="chunk_users"):
         engine_fast.simulate(sc, get_policy("blast"), chunk_users=0, progress=False)
+    with pytest.raises(ValueError, match="n_jobs"):
+        engine_fast.simulate(sc, get_policy("blast"), n_jobs=0, progress=False)

@@ -82,6 +82,17 @@ def test_simulate_cli_is_deterministic():
     assert a == b
 
 
+def test_simulate_cli_jobs_same_output_and_fast_engine_only():
+    args = ["simulate", "--users", "60", "--days", "4", "--seed", "9", "--json"]
+    a = CliRunner().invoke(main, args)
+    b = CliRunner().invoke(main, args + ["--jobs", "2"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert a.output == b.output
+    bad = CliRunner().invoke(main, args + ["--jobs", "2", "--engine", "simpy"])
+    assert bad.exit_code == 2 and "--jobs" in bad.output
+    assert CliRunner().invoke(main, args + ["--jobs", "0"]).exit_code == 2
+
+
 def test_compare_cli_json():
     res = CliRunner().invoke(main, ["compare", "--policies", "blast,email_only", "--seeds", "2",
                                     "--users", "60", "--days", "4", "--json"])

@@ -6,6 +6,12 @@ policy, both pure conveniences for engines that decide for many users at once:
 ``trigger_kinds: frozenset[str]``
     The trigger kinds for which ``decide`` may return a non-empty list. For any other kind
     the engine may skip the call: ``decide`` would have returned ``[]``, which logs nothing.
+``reads_history: bool`` (default ``True``)
+    ``False`` promises that ``decide`` reads ``ctx.history`` only through
+    ``ctx.can_message`` — which an engine whose consent already reflects unsubscribes (this
+    one: :class:`~omnisim.model.engine_fast._EngineContext`) answers from consent alone. The
+    engine then keeps no per-user history, unless pressure rules (which read it at admission)
+    are attached.
 ``decide_batch(ctxs: Sequence[Context], rng: Generator) -> list[list[Decision]]``
     Decisions for several independent contexts (different users) at once; element ``i``
     must be what ``decide(ctxs[i], rng_i)`` could have returned — the same distribution,
@@ -26,7 +32,7 @@ import numpy as np
 
 from omnisim.policies.base import Context, Decision
 
-__all__ = ["trigger_kinds", "batch_decider"]
+__all__ = ["trigger_kinds", "batch_decider", "needs_history"]
 
 
 def _passthrough(policy: Any) -> Any | None:
@@ -49,6 +55,32 @@ def trigger_kinds(policy: Any) -> frozenset[str] | None:
         return frozenset(kinds)
     inner = _passthrough(policy)
     return trigger_kinds(inner) if inner is not None else None
+
+
+def reads_history(policy: Any) -> bool:
+    """Whether ``policy.decide`` may read ``ctx.history`` beyond ``ctx.can_message``.
+
+    Reads ``policy.reads_history`` (default ``True``) or, for a pass-through wrapper, the
+    wrapped policy's (their own ``decide`` reads nothing but the user id)."""
+    declared = getattr(policy, "reads_history", None)
+    if declared is not None:
+        return bool(declared)
+    inner = _passthrough(policy)
+    return reads_history(inner) if inner is not None else True
+
+
+def needs_history(policy: Any, kinds: frozenset[str] | None = None) -> bool:
+    """Whether an engine must keep per-user history for ``policy``'s contexts.
+
+    No when no context is ever built (the policy declares no trigger kinds and has no
+    pressure rules), or when the policy does not read history (:func:`reads_history`) and has
+    no pressure rules; ``kinds`` is :func:`trigger_kinds` of the policy when already known."""
+    if getattr(policy, "rules", None) is not None:
+        return True
+    kinds = trigger_kinds(policy) if kinds is None else kinds
+    if kinds is not None and not kinds:
+        return False
+    return reads_history(policy)
 
 
 def batch_decider(policy: Any) -> Callable[[Sequence[Context], np.random.Generator],

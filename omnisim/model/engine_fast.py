@@ -21,17 +21,27 @@ and online learning (``partial_fit`` every ``update_every_h``) follow the refere
 Randomness: ``SeedSequence(seed).spawn(3)`` → population, world, policy; the world and
 policy streams are spawned again per chunk of ``chunk_users`` users. Users never interact
 (except through a learning policy, which makes the whole population one chunk), so chunks run
-one after the other and, with an output path, each chunk's log is written as time-ordered
-Parquet parts (every ``flush_rows`` rows) and dropped: memory is bounded by the chunk, not
+one after the other — or ``n_jobs`` at a time in forked worker processes, which gives the
+same log — and, with an output path, each chunk's log is written as time-ordered Parquet
+parts (every ``flush_rows`` rows) and dropped: memory is bounded by the chunks in flight, not
 the population. Same seed and chunk size → identical log.
+
+Per-row bookkeeping: log rows are stored by column (:class:`_Rows`; blocks of rows from
+one model call stay arrays/lists) and become a frame once per chunk or part. Per-user history
+(:class:`~omnisim.policies.base.HistoryEvent` deques, last ``HISTORY_DAYS`` days) is kept
+only when some context will read it (:func:`~omnisim.model._fast_policy.needs_history`): not
+for a policy that answers no trigger, nor for one declaring ``reads_history = False`` without
+pressure rules.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -45,14 +55,14 @@ from omnisim.log import COLUMNS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
-from omnisim.model._fast_policy import batch_decider, trigger_kinds
+from omnisim.model._fast_policy import batch_decider, needs_history, trigger_kinds
 from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
 from omnisim.policies.runtime import update_cadence
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
 from omnisim.model.scenario import Scenario
 from omnisim.policies import runtime
 from omnisim.policies.base import Context, Decision, FollowUp, HistoryEvent, Policy, Trigger
-from omnisim.policies.pressure import Pending
+from omnisim.policies.pressure import Pending, PressureRules
 
 __all__ = ["simulate", "FastSimulationResult", "DEFAULT_CHUNK_USERS", "DEFAULT_STEP_H"]
 
@@ -140,6 +150,63 @@ class _Queue:
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore
 
 
+#: dtype of each stored log column (``ts`` as float hours, ``user_id`` as the user's index)
+_COL_DTYPES = (float, np.int64, object, object, object, object, object, object, float, float,
+               object, object)
+
+
+_new_context = object.__new__
+
+
+class _Rows:
+    """A chunk's log rows in the order they happened, stored by column.
+
+    Rows logged one at a time (decisions, admissions, sends) are buffered as tuples and
+    sealed into a segment when a block arrives; a block (:meth:`_Chunk._log_many`) is a
+    segment already. A segment is 12 equal-length sequences in :data:`COLUMNS` order, with
+    hours for ``ts`` and the user's index for ``user_id``; ``None`` is a null.
+    """
+
+    __slots__ = ("segs", "single", "n_segs")
+
+    def __init__(self) -> None:
+        self.segs: list[tuple[Sequence[Any], ...]] = []
+        self.single: list[tuple[Any, ...]] = []
+        self.n_segs = 0
+
+    def __len__(self) -> int:
+        return self.n_segs + len(self.single)
+
+    def block(self, cols: tuple[Sequence[Any], ...]) -> None:
+        """Append a segment (after the single rows buffered so far)."""
+        if self.single:
+            self._seal()
+        self.segs.append(cols)
+        self.n_segs += len(cols[0])
+
+    def _seal(self) -> None:
+        self.segs.append(tuple(zip(*self.single)))
+        self.n_segs += len(self.single)
+        self.single = []
+
+    def columns(self, first: int = 0) -> list[np.ndarray] | None:
+        """The 12 columns of rows ``first`` onwards as arrays (``None`` when there are none)."""
+        if self.single:
+            self._seal()
+        pieces, pos = [], 0
+        for seg in self.segs:
+            n = len(seg[0])
+            if pos + n > first:
+                lo = max(0, first - pos)
+                pieces.append(seg if lo == 0 else tuple(c[lo:] for c in seg))
+            pos += n
+        if not pieces:
+            return None
+        # one conversion per column (segments are many and small); None -> NaN in floats
+        return [np.array(list(chain.from_iterable(p[j] for p in pieces)), dtype=dt)
+                for j, dt in enumerate(_COL_DTYPES)]
+
+
 class _EngineContext(Context):
     """A :class:`Context` built by this engine: ``can_message`` reads ``consent`` only.
 
@@ -172,9 +239,12 @@ class _Chunk:
         n = self.n = len(users)
         # --- traits (n,) / (n, 3) / (n, 24)
         self.uid = users["user_id"].astype(str).to_numpy(dtype=object)
+        self.uid_l = self.uid.tolist()
+        self.uid_arr = pd.array(self.uid, dtype="string")  # for the log frame (take by index)
         self.prof = activity_matrix(users)
         self.act_mean, self.act_max = self.prof.mean(axis=1), self.prof.max(axis=1)
         self.consent = np.column_stack([users[f"consent_{c}"].to_numpy(bool) for c in MSG_CHANNELS])
+        self.consent_rows: list[list[bool]] = self.consent.tolist()  # the same, as Python rows
         self.affinity = np.column_stack([users[f"affinity_{c}"].to_numpy(float) for c in MSG_CHANNELS])
         col = lambda c: users[c].to_numpy(float)  # noqa: E731
         self.tol, self.visit_rate = col("fatigue_tolerance"), col("visit_rate_per_day")
@@ -185,6 +255,7 @@ class _Chunk:
         tz = users["timezone"].astype(str).to_numpy(dtype=object)
         self.tz_names, self.tz_idx = np.unique(tz, return_inverse=True)
         self.tz = tz
+        self.tz_l = tz.tolist()
         self._offsets = self._utc_offsets()
         # --- per-channel parameters as (3,) arrays
         chs = [sc.channels.get(c) for c in MSG_CHANNELS]
@@ -203,8 +274,10 @@ class _Chunk:
         self.inactive_fired, self.churned = np.zeros(n, bool), np.zeros(n, bool)
         self.started = ~self.is_new  # life process running (signed up)
         self.bound = np.zeros(n)
-        self.timers = np.full((n, 4), _INF)
-        self.n_msg, self.n_pending = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        # column-major: a user's earliest timer is a fast reduction over 4 contiguous columns
+        self.timers = np.full((n, 4), _INF, order="F")
+        self._mark = np.zeros(n, bool)  # scratch mask for set unions of user indices
+        self.n_msg, self.n_pending = [0] * n, [0] * n  # per-user counters (message, pending ids)
         self.queues: dict[int, list[Pending]] = {}
         self.history: list[deque[HistoryEvent] | None] = [None] * n
         self.traits: list[dict[str, Any] | None] = [None] * n
@@ -220,8 +293,14 @@ class _Chunk:
         self.m_draws = np.empty((0, 4))
         self.m_probs = np.empty((0, 4))  # p_open, p_click, p_unsub, p_churn
         self.m_meta: list[tuple[str, str | None, str | None]] = []  # (message id, campaign, tag)
-        self.rows: list[tuple] = []
-        self.rows_since_fit = 0
+        self.rows = _Rows()
+        self._dt_memo: dict[float, datetime] = {}  # hours -> datetime, cleared every step
+        self.policy_name = str(getattr(policy, "name", type(policy).__name__))
+        # PressureRules.admit reads only sent / opened / clicked history events, consent and
+        # the time: an admission right after a decision can reuse the decision's context
+        self.reuse_ctx = type(self.rules) is PressureRules
+        # per-user history (HistoryEvents) only when some context will read it
+        self.keep_history = needs_history(policy, self.kinds)
         self._init_timers()
 
     # --- time ------------------------------------------------------------------------
@@ -243,7 +322,11 @@ class _Chunk:
         return np.mod(t + self._offsets[self.tz_idx[users], k], 24.0)
 
     def _dt(self, h: float) -> datetime:
-        return self.start + timedelta(microseconds=round(h * 3.6e9))
+        """The UTC instant ``h`` hours after the start (memoised within a step)."""
+        dt = self._dt_memo.get(h)
+        if dt is None:
+            dt = self._dt_memo[h] = self.start + timedelta(microseconds=round(h * 3.6e9))
+        return dt
 
     def _h(self, dt: datetime) -> float:
         return (dt - self.start).total_seconds() / 3600.0
@@ -253,12 +336,14 @@ class _Chunk:
              message_id: str | None = None, campaign: str | None = None, policy: str | None = None,
              propensity: float | None = None, value: float | None = None,
              reason: str | None = None, tag: str | None = None) -> None:
-        self.rows.append((t, u, event, channel, action, message_id, campaign, policy, propensity,
-                          value, reason, tag))
+        self.rows.single.append((t, u, event, channel, action, message_id, campaign, policy,
+                                 propensity, value, reason, tag))
+        if not self.keep_history:
+            return
         hist = self.history[u]
         if hist is None:
             hist = self.history[u] = deque()
-        ts = self.start + timedelta(microseconds=round(t * 3.6e9))  # self._dt(t), inlined
+        ts = self._dt(t)
         hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value))
         cutoff = ts - self.hist_window
         while hist[0].ts < cutoff:
@@ -273,16 +358,21 @@ class _Chunk:
         if n == 0:
             return
         chans = [channel] * n if isinstance(channel, str) else channel
-        us, ts_h = users.tolist(), np.asarray(t, float).tolist()
+        nones = [None] * n
         if msgs is not None:
             meta = self.m_meta
-            metas = [meta[m] for m in np.asarray(msgs).tolist()]
+            mids, camps, tags = zip(*[meta[m] for m in np.asarray(msgs).tolist()])
         else:
-            metas = [(None, None, None)] * n
-        vals = [None] * n if value is None else np.asarray(value, float).tolist()
-        rows, history, start, window = self.rows, self.history, self.start, self.hist_window
-        for u, th, ch, (mid, camp, tag), val in zip(us, ts_h, chans, metas, vals):
-            rows.append((th, u, event, ch, None, mid, camp, None, None, val, None, tag))
+            mids = camps = tags = nones
+        us = np.asarray(users, dtype=np.int64).tolist()
+        ts_h = np.asarray(t, dtype=float).tolist()
+        vals = nones if value is None else np.asarray(value, dtype=float).tolist()
+        self.rows.block((ts_h, us, [event] * n, chans, nones, mids, camps, nones, nones, vals,
+                         nones, tags))
+        if not self.keep_history:
+            return
+        history, start, window = self.history, self.start, self.hist_window
+        for u, th, ch, mid, camp, tag, val in zip(us, ts_h, chans, mids, camps, tags, vals):
             hist = history[u]
             if hist is None:
                 hist = history[u] = deque()
@@ -302,16 +392,23 @@ class _Chunk:
     def _context(self, u: int, t: float, trigger: Trigger) -> Context:
         now = self._dt(t)
         hist = self.history[u]
-        if hist is None:
-            hist = self.history[u] = deque()
-        cutoff = now - self.hist_window
-        while hist and hist[0].ts < cutoff:
-            hist.popleft()
-        c = self.consent[u].tolist()
-        consent = {MSG_CHANNELS[0]: c[0], MSG_CHANNELS[1]: c[1], MSG_CHANNELS[2]: c[2]}
-        return _EngineContext(user_id=self.uid[u], now=now, timezone=self.tz[u],
-                              traits=self._traits(u), consent=consent, history=tuple(hist),
-                              trigger=trigger)
+        if hist is None:  # no event yet, or no history kept (module docstring)
+            history: tuple[HistoryEvent, ...] = ()
+        else:
+            cutoff = now - self.hist_window
+            while hist and hist[0].ts < cutoff:
+                hist.popleft()
+            history = tuple(hist)
+        c = self.consent_rows[u]
+        # _EngineContext(user_id=…, …, trigger=…) without the frozen dataclass's __init__
+        # (one object.__setattr__ per field): the same fields, in the same order
+        ctx = _new_context(_EngineContext)
+        ctx.__dict__.update(user_id=self.uid_l[u], now=now, timezone=self.tz_l[u],
+                            traits=self._traits(u),
+                            consent={MSG_CHANNELS[0]: c[0], MSG_CHANNELS[1]: c[1],
+                                     MSG_CHANNELS[2]: c[2]},
+                            history=history, trigger=trigger)
+        return ctx
 
     # --- decisions ---------------------------------------------------------------------
     def decide(self, users: np.ndarray, t: np.ndarray, kind: str,
@@ -321,17 +418,23 @@ class _Chunk:
         if len(users) == 0 or (self.kinds is not None and kind not in self.kinds):
             return
         ctxs = []
-        for i in range(len(users)):
-            u, ti = int(users[i]), float(t[i])
+        us, ts = np.asarray(users).tolist(), np.asarray(t, dtype=float).tolist()
+        for i, (u, ti) in enumerate(zip(us, ts)):
             trig = Trigger(kind=kind, ts=trig_ts[i] if trig_ts is not None else self._dt(ti),
                            payload=payloads[i] if payloads is not None else {})
             ctxs.append(self._context(u, ti, trig))
         results = self.decide_batch(ctxs, self.prng)
+        # a user's admission right after its decision may reuse the decision's context
+        # (only its decided / suppressed rows are new), unless a user is here twice
+        reuse = self.reuse_ctx and len(set(us)) == len(us)
         for i, decisions in enumerate(results):
-            self._apply(int(users[i]), float(t[i]), decisions)
+            self._apply(us[i], ts[i], decisions, ctxs[i] if reuse else None)
 
-    def _apply(self, u: int, now: float, decisions: list[Decision]) -> None:
-        """Log, queue and (when due now) admit user ``u``'s decisions, as the reference engine."""
+    def _apply(self, u: int, now: float, decisions: list[Decision],
+               ctx: Context | None = None) -> None:
+        """Log, queue and (when due now) admit user ``u``'s decisions, as the reference engine.
+
+        ``ctx``: the decision's context, for the admission to reuse (see :meth:`admit`)."""
         queued = False
         for d in decisions:
             self._log(u, now, "decided", d.channel, action=d.action, campaign=d.campaign,
@@ -342,8 +445,8 @@ class _Chunk:
                               policy=d.policy, reason=d.reason)
             else:
                 due_h = max(now, self._h(d.send_at)) if d.send_at is not None else now
-                self.n_pending[u] += 1
-                p = Pending(f"{self.uid[u]}-p{self.n_pending[u]}", d, self._dt(due_h), self._dt(now))
+                k = self.n_pending[u] = self.n_pending[u] + 1
+                p = Pending(f"{self.uid_l[u]}-p{k}", d, self._dt(due_h), self._dt(now))
                 self.queues.setdefault(u, []).append(p)
                 if due_h <= now + _EPS_H:
                     queued = True
@@ -353,10 +456,15 @@ class _Chunk:
                 self.objs.append(f)
                 self.q.push(max(now, self._h(f.at)), u, K_FOLLOW, len(self.objs) - 1)
         if queued:
-            self.admit(u, now)
+            self.admit(u, now, ctx)
 
-    def admit(self, u: int, now: float) -> None:
-        """Send, defer or drop user ``u``'s pendings due at ``now`` (as the reference engine)."""
+    def admit(self, u: int, now: float, decision_ctx: Context | None = None) -> None:
+        """Send, defer or drop user ``u``'s pendings due at ``now`` (as the reference engine).
+
+        ``decision_ctx``: the context of a decision just made for ``u`` at ``now``; with
+        :class:`PressureRules` the admission context is that one with the ``admission``
+        trigger — the history it lacks (this decision's ``decided`` / ``suppressed`` rows)
+        is none of what ``PressureRules.admit`` reads."""
         queue = self.queues.get(u)
         if not queue:
             return
@@ -373,8 +481,14 @@ class _Chunk:
             for p in due:
                 self._send(u, now, p)
             return
-        ctx = self._context(u, now, Trigger("admission", self._dt(now)))
-        adm = runtime.admit(self.rules, due, ctx, self.policy.name)
+        trigger = Trigger("admission", self._dt(now))
+        if decision_ctx is not None:
+            ctx = _new_context(_EngineContext)
+            ctx.__dict__.update(decision_ctx.__dict__)
+            ctx.__dict__["trigger"] = trigger
+        else:
+            ctx = self._context(u, now, trigger)
+        adm = runtime.admit(self.rules, due, ctx, self.policy_name)
         for p in adm.send:
             self._send(u, now, p)
         for p, at, reason in adm.defer:
@@ -382,7 +496,8 @@ class _Chunk:
             self._log(u, now, "deferred", d.channel, action=d.action, campaign=d.campaign,
                       policy=d.policy, reason=reason)
             at_h = max(self._h(at), now + _MIN_DEFER_H)
-            self.queues.setdefault(u, []).append(replace(p, due=self._dt(at_h)))
+            # replace(p, due=…), without dataclasses.replace's field introspection
+            self.queues.setdefault(u, []).append(Pending(p.pending_id, d, self._dt(at_h), p.created))
             self.q.push(at_h, u, K_WAKE, -1)
         for p, reason in adm.drop:
             d = p.decision
@@ -422,8 +537,8 @@ class _Chunk:
             self._log(u, now, "suppressed", ch, action=d.action, campaign=d.campaign,
                       policy=d.policy, reason=f"content_limit: {exc}")
             return
-        self.n_msg[u] += 1
-        mid = f"{self.uid[u]}-m{self.n_msg[u]}"
+        k = self.n_msg[u] = self.n_msg[u] + 1
+        mid = f"{self.uid_l[u]}-m{k}"
         before = float(fat.decay(self.pressure[u], now - self.pressure_t[u], self.fz.half_life_h))
         self.pressure[u] = float(fat.add_message(before, self.weight[c]))
         self.pressure_t[u] = now
@@ -512,6 +627,8 @@ class _Chunk:
         unsub = (d[:, 2] < p[:, 2]) & self.consent[users, c]
         if unsub.any():
             self.consent[users[unsub], c[unsub]] = False
+            for uu, cc in zip(users[unsub].tolist(), c[unsub].tolist()):
+                self.consent_rows[uu][cc] = False
             self._log_many(users[unsub], t[unsub], "unsubscribed",
                            [MSG_CHANNELS[x] for x in c[unsub]], msgs=msgs[unsub])
         churn = d[:, 3] < p[:, 3]
@@ -647,9 +764,9 @@ class _Chunk:
     def _round(self, cand: np.ndarray, t1: float, pool: list[np.ndarray]) -> tuple[bool, np.ndarray]:
         """Handle each candidate user's earliest item due before ``t1``; returns (any, users)."""
         pt, pu, pk, pr = pool
-        tm = self.timers[cand]
-        t_timer = tm.min(axis=1)
-        which = tm.argmin(axis=1)
+        tm = np.take(self.timers.T, cand, axis=1)  # (4, m)
+        t_timer = tm.min(axis=0)
+        which = tm.argmin(axis=0)
         t_pool = np.full(cand.size, _INF)
         first = np.empty(0, np.int64)
         if pt.size:
@@ -694,6 +811,7 @@ class _Chunk:
 
     def _step(self, k: int, t0: float, t1: float) -> None:
         """Rounds until nothing is due before ``t1`` [h] (bucket ``k`` of the calendar)."""
+        self._dt_memo.clear()
         pool = list(self.q.take(k))
         hot = np.flatnonzero(self.timers.min(axis=1) < t1)
         while True:
@@ -702,14 +820,22 @@ class _Chunk:
             extra = self.q.take(k)
             if extra[0].size:
                 pool = [np.concatenate([a, b]) for a, b in zip(pool, extra)]
-            cand = np.union1d(hot, pool[1]) if pool[1].size else hot
+            if pool[1].size:  # np.union1d(hot, pool users), without sorting
+                mark = self._mark
+                mark[hot] = True
+                mark[pool[1]] = True
+                cand = np.flatnonzero(mark)
+                mark[cand] = False
+            else:
+                cand = hot
             if cand.size == 0:
                 break
-            any_due, done = self._round(cand, t1, pool)
+            any_due, _ = self._round(cand, t1, pool)
             if not any_due:
                 break
-            hot = np.union1d(hot, done)
-            hot = hot[self.timers[hot].min(axis=1) < t1]
+            # users with a timer before t1: only candidates' timers changed in the round, and
+            # a candidate not due had none (its earliest item was at or after t1)
+            hot = cand[np.take(self.timers.T, cand, axis=1).min(axis=0) < t1]
         self.q.flush()
         left = self.q.take(k)  # nothing should be left before t1; keep later ones queued
         if pool[0].size or left[0].size:
@@ -728,27 +854,31 @@ class _Chunk:
                 self.learner.maybe_update(self, t1)
             if sink is not None and len(self.rows) >= sink.flush_rows:
                 sink.write(self.frame())
-                self.rows = []
+                self.rows = _Rows()
             bar.update(t1 - t0)
 
     def frame(self) -> pd.DataFrame | None:
         """This chunk's log rows as an (unvalidated) frame sorted by time, or ``None``."""
-        return _frame(self.rows, self.start, self.uid)
+        return _frame(self.rows, self.start, self.uid_arr)
 
 
-def _frame(rows: list[tuple], start: datetime, uid: np.ndarray) -> pd.DataFrame | None:
-    """Log rows ``(t_h, user_index, event, channel, …)`` as a frame in the log's column order,
-    sorted by time (stable: rows at the same instant keep the order they happened in)."""
-    if not rows:
+def _frame(rows: _Rows, start: datetime, uid: Any, first: int = 0) -> pd.DataFrame | None:
+    """Log rows ``first`` onwards as a frame in the log's column order, sorted by time
+    (stable: rows at the same instant keep the order they happened in).
+
+    ``uid``: the chunk's user ids as a pandas string array. Text columns are built as pandas
+    ``string`` arrays (the dtype :func:`~omnisim.log.validate` gives them) so that they are
+    converted once; ``validate`` still checks and normalises the frame."""
+    cols = rows.columns(first)
+    if cols is None:
         return None
-    cols = list(zip(*rows))
-    hours = np.asarray(cols[0], dtype=float)
+    order = np.argsort(cols[0], kind="stable")
+    hours = cols[0][order]
     ts = pd.Timestamp(start) + pd.to_timedelta(np.rint(hours * 3.6e9).astype(np.int64), unit="us")
-    df = pd.DataFrame({"ts": ts, "user_id": uid[np.asarray(cols[1], dtype=np.int64)]})
-    for name, values in zip(COLUMNS[2:], cols[2:]):
-        df[name] = list(values)
-    order = np.argsort(hours, kind="stable")
-    return df.iloc[order].reset_index(drop=True)
+    data: dict[str, Any] = {"ts": ts, "user_id": uid.take(cols[1][order])}
+    for name, values, dt in zip(COLUMNS[2:], cols[2:], _COL_DTYPES[2:]):
+        data[name] = pd.array(values[order], dtype="string") if dt is object else values[order]
+    return pd.DataFrame(data)
 
 
 class _Sink:
@@ -781,7 +911,7 @@ class _Learner:
         if t + _EPS_H < self.next:
             return
         self.next += self.every
-        df = _frame(chunk.rows[self.mark:], chunk.start, chunk.uid)
+        df = _frame(chunk.rows, chunk.start, chunk.uid_arr, self.mark)
         if df is None:
             return
         self.mark = len(chunk.rows)
@@ -797,10 +927,133 @@ def _edges(horizon_h: float, step_h: float, update_every_h: float | None) -> np.
     return np.unique(np.concatenate([np.asarray(p, float) for p in pts]))
 
 
+def _resolve_jobs(n_jobs: int) -> int:
+    """``n_jobs`` as a number of processes (``-1``: one per CPU)."""
+    if n_jobs == -1:
+        return max(1, os.cpu_count() or 1)
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1 or -1 (one process per CPU), got {n_jobs}")
+    return int(n_jobs)
+
+
+@dataclass
+class _Run:
+    """Everything a chunk needs, shared by the chunks of one run (and, forked, by workers)."""
+
+    sc: Scenario
+    policy: Policy
+    users: pd.DataFrame
+    starts: list[int]
+    size: int
+    world_seeds: list[np.random.SeedSequence]
+    policy_seeds: list[np.random.SeedSequence]
+    step_h: float
+    learning: float | None
+    out_dir: Path | None
+    flush_rows: int
+    edges: np.ndarray
+
+    def chunk(self, i: int, bar: Any) -> tuple[pd.DataFrame | None, list[Path]]:
+        """Simulate chunk ``i``: its (unvalidated, time-sorted) frame, or its Parquet parts."""
+        s = self.starts[i]
+        chunk = _Chunk(self.sc, self.policy, self.users.iloc[s:s + self.size].reset_index(drop=True),
+                       np.random.default_rng(self.world_seeds[i]),
+                       np.random.default_rng(self.policy_seeds[i]), self.step_h,
+                       _Learner(self.policy, self.learning) if self.learning else None)
+        # a learner slices chunk.rows by position: keep them all in memory
+        sink = (_Sink(self.out_dir, i, self.flush_rows)
+                if self.out_dir is not None and not self.learning else None)
+        chunk.run(bar, self.edges, sink)
+        df = chunk.frame()
+        del chunk
+        if self.out_dir is None:
+            return df, []
+        sink = sink or _Sink(self.out_dir, i, self.flush_rows)
+        sink.write(df)
+        return None, sink.parts
+
+
+#: The run a forked worker executes chunks of, and its progress queue (set in the parent
+#: just before the workers are forked; see :func:`_run_parallel`).
+_WORKER_RUN: _Run | None = None
+_WORKER_PROGRESS: Any = None
+
+
+class _QueueBar:
+    """Stands in for the tqdm bar in a worker: sends simulated hours to the parent."""
+
+    def __init__(self, queue: Any, every_h: float = 24.0):
+        self.queue, self.every_h, self.acc = queue, every_h, 0.0
+
+    def update(self, h: float) -> None:
+        self.acc += h
+        if self.acc >= self.every_h:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.acc:
+            self.queue.put(self.acc)
+            self.acc = 0.0
+
+
+def _worker_chunk(i: int) -> tuple[int, pd.DataFrame | None, list[Path]]:
+    """Run chunk ``i`` of the forked-in run (in a worker process)."""
+    assert _WORKER_RUN is not None
+    bar = _QueueBar(_WORKER_PROGRESS)
+    df, parts = _WORKER_RUN.chunk(i, bar)
+    bar.flush()
+    return i, df, parts
+
+
+def _run_parallel(run: _Run, n_jobs: int, bar: Any) -> list[tuple[pd.DataFrame | None, list[Path]]]:
+    """The chunks of ``run`` in ``n_jobs`` forked processes; results in chunk order.
+
+    Chunks are independent (own users, own spawned seeds), so each gives exactly the rows it
+    gives when run in the parent. Workers are forked (they inherit ``run``, nothing is
+    pickled but the results); progress comes back through a queue."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from queue import Empty
+
+    global _WORKER_RUN, _WORKER_PROGRESS
+    ctx = mp.get_context("fork")
+    progress = ctx.Queue()
+
+    def drain() -> None:
+        while True:
+            try:
+                bar.update(progress.get_nowait())
+            except Empty:
+                return
+
+    _WORKER_RUN, _WORKER_PROGRESS = run, progress
+    results: dict[int, tuple[pd.DataFrame | None, list[Path]]] = {}
+    try:
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+            pending = {pool.submit(_worker_chunk, i) for i in range(len(run.starts))}
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i, df, parts = fut.result()  # a worker's exception is raised here
+                        results[i] = (df, parts)
+                    drain()
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()  # chunks not started yet
+                raise
+        drain()
+    finally:
+        _WORKER_RUN, _WORKER_PROGRESS = None, None
+        progress.close()
+    return [results[i] for i in range(len(run.starts))]
+
+
 def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
              days: float | None = None, seed: int | None = None, progress: bool = True,
              out: str | Path | None = None, chunk_users: int = DEFAULT_CHUNK_USERS,
-             step_h: float = DEFAULT_STEP_H, flush_rows: int = 1_000_000) -> FastSimulationResult:
+             step_h: float = DEFAULT_STEP_H, flush_rows: int = 1_000_000,
+             n_jobs: int = 1) -> FastSimulationResult:
     """Run ``policy`` in ``scenario`` with the vectorised engine.
 
     Parameters
@@ -822,6 +1075,11 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         Hours of simulated time batched per step (performance only).
     flush_rows
         With ``out``: write a part whenever a chunk has logged this many rows.
+    n_jobs
+        Processes simulating chunks at once (``-1``: one per CPU). Performance only: the
+        log is the same for any ``n_jobs`` (chunks are independent); memory grows with the
+        number of chunks in flight. Workers are forked (Linux/macOS); with ``out`` each
+        writes its own chunk's parts. A policy that learns online is one chunk, run here.
 
     Returns
     -------
@@ -836,6 +1094,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
                         f"Policy); got {type(policy).__name__}")
     if chunk_users < 1 or step_h <= 0:
         raise ValueError(f"chunk_users must be >= 1 and step_h > 0, got {chunk_users}, {step_h}")
+    jobs = _resolve_jobs(n_jobs)
     t0 = time.perf_counter()
     pop_ss, world_ss, policy_ss = np.random.SeedSequence(sc.seed).spawn(3)
     users = sample_population(sc.population, sc.n_users, np.random.default_rng(pop_ss),
@@ -843,30 +1102,24 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
     learning = update_cadence(policy)  # hours, or None when the policy does not learn online
     size = len(users) if learning else chunk_users
     starts = list(range(0, len(users), size))
-    wss, pss = world_ss.spawn(len(starts)), policy_ss.spawn(len(starts))
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    edges = _edges(sc.horizon_h, step_h, learning)
-    frames, parts = [], []
+    run = _Run(sc, policy, users, starts, size, world_ss.spawn(len(starts)),
+               policy_ss.spawn(len(starts)), step_h, learning, out_dir, flush_rows,
+               _edges(sc.horizon_h, step_h, learning))
+    jobs = min(jobs, len(starts))
+    if jobs > 1 and "fork" not in _mp_methods():
+        jobs = 1  # pragma: no cover - no fork (Windows): run here
     name = str(getattr(policy, "name", type(policy).__name__))
     with tqdm(total=sc.horizon_h * len(starts), unit="h", desc=f"simulate {name} (fast)",
               disable=not progress, leave=False) as bar:
-        for i, s in enumerate(starts):
-            chunk = _Chunk(sc, policy, users.iloc[s:s + size].reset_index(drop=True),
-                           np.random.default_rng(wss[i]), np.random.default_rng(pss[i]), step_h,
-                           _Learner(policy, learning) if learning else None)
-            # a learner slices chunk.rows by position: keep them all in memory
-            sink = _Sink(out_dir, i, flush_rows) if out_dir is not None and not learning else None
-            chunk.run(bar, edges, sink)
-            df = chunk.frame()
-            del chunk
-            if out_dir is not None:
-                sink = sink or _Sink(out_dir, i, flush_rows)
-                sink.write(df)
-                parts.extend(sink.parts)
-            elif df is not None:
-                frames.append(df)
+        if jobs > 1:
+            results = _run_parallel(run, jobs, bar)
+        else:
+            results = [run.chunk(i, bar) for i in range(len(starts))]
+    frames = [df for df, _ in results if df is not None]
+    parts = [p for _, ps in results for p in ps]
     log = None
     if out_dir is None:
         if not frames:
@@ -877,3 +1130,9 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         log = validate(log, source="engine_fast")
     return FastSimulationResult(log=log, users=users, scenario=sc, policy=name,
                                 wall_s=time.perf_counter() - t0, log_parts=parts)
+
+
+def _mp_methods() -> list[str]:
+    import multiprocessing as mp
+
+    return mp.get_all_start_methods()

@@ -161,8 +161,10 @@ def sample_population(spec: PopulationSpec, n_users: int, rng: np.random.Generat
         base = seg.profile()
         shifts = np.rint(rng.normal(0.0, seg.activity_shift_sd_h, size=m)).astype(int) \
             if seg.activity_shift_sd_h > 0 else np.zeros(m, dtype=int)
-        for j, s in zip(idx, shifts):
-            out["activity"][j] = [float(x) for x in np.roll(base, s)]
+        # row i is np.roll(base, shifts[i]) (as a list of floats), for all users at once
+        rolled = np.asarray(base, dtype=float)[(np.arange(24)[None, :] - shifts[:, None]) % 24]
+        for j, row in zip(idx.tolist(), rolled.tolist()):
+            out["activity"][j] = row
         for ch in MSG_CHANNELS:
             on = ch in enabled_channels
             r = rng.random(m) < seg.reach.get(ch, 1.0)

@@ -35,6 +35,9 @@ class _Baseline:
     channels: tuple[str, ...] = CHANNELS
     version: int = 1
     label = "baseline"
+    #: ``decide`` reads the history only through ``ctx.can_message`` (docs/decision-core.md,
+    #: "Batch decisions"): an engine may skip keeping per-user history for it.
+    reads_history = False
 
     @property
     def name(self) -> str:

@@ -40,6 +40,7 @@ tags, not the flag), and counts towards caps only when ``exempt_counts`` is true
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -132,8 +133,7 @@ class Cap:
         (calendar) count at ``now``; ``next_start`` is the next calendar period (or None)."""
         if self.window_h is not None:
             return now - timedelta(hours=self.window_h), None
-        start_day, days = _period(now.astimezone(zone).date(), self.calendar)
-        return _local_midnight(start_day, zone), _local_midnight(start_day + timedelta(days=days), zone)
+        return _calendar_window(now.astimezone(zone).date(), self.calendar, zone)
 
     def in_window(self, ts: datetime, start: datetime) -> bool:
         return ts > start if self.window_h is not None else ts >= start
@@ -151,6 +151,14 @@ def _period(day: date, calendar: str | None) -> tuple[date, int]:
     if calendar == "week":
         return day - timedelta(days=day.weekday()), 7
     return day, 1
+
+
+@lru_cache(maxsize=65536)
+def _calendar_window(day: date, calendar: str | None, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """UTC ``(start, next_start)`` of the calendar period holding local ``day`` (memoised:
+    many admissions fall on the same local day)."""
+    start_day, days = _period(day, calendar)
+    return _local_midnight(start_day, zone), _local_midnight(start_day + timedelta(days=days), zone)
 
 
 def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -240,9 +248,13 @@ class PressureRules:
     def admit(self, due: Sequence[Pending], ctx: Context) -> Admission:
         """Decide which due pendings go now, which wait (until when, why) and which never go."""
         now = ctx.now
-        sent = [_Sent(h.ts, h.channel, h.tag, h.campaign) for h in ctx.history if h.event == "sent"]
-        engaged = self.is_engaged(ctx.history, now)
+        # past sends (history events and, below, this call's sends: both have ts, channel,
+        # tag, campaign); engagement only matters to caps with an engaged_max
+        sent: list[Any] = [h for h in ctx.history if h.event == "sent"]
+        engaged = (any(c.engaged_max is not None for c in self.caps)
+                   and self.is_engaged(ctx.history, now))
         hour = local_hour(now, ctx.timezone)
+        windows: dict[int, tuple[datetime, datetime | None]] = {}  # per cap, computed once
         out = Admission()
         for p in sorted(due, key=self._order):
             d = p.decision
@@ -253,7 +265,7 @@ class PressureRules:
                 out.drop.append((p, "no_consent"))
                 continue
             if not self.is_exempt(d):
-                verdict = self._check(d, ctx, sent, engaged, hour)
+                verdict = self._check(d, ctx, sent, engaged, hour, windows)
                 if verdict is not None:
                     until, reason = verdict
                     if until is None:
@@ -273,9 +285,13 @@ class PressureRules:
                 else len(self.channel_priority))
         return (not self.is_exempt(d), -d.priority, -d.expected_value, rank, p.created, p.pending_id)
 
-    def _check(self, d: Decision, ctx: Context, sent: list[_Sent], engaged: bool,
-               hour: float) -> tuple[datetime | None, str] | None:
-        """``None`` if ``d`` may go now, else ``(defer_until or None to drop, reason)``."""
+    def _check(self, d: Decision, ctx: Context, sent: list[Any], engaged: bool,
+               hour: float, windows: dict[int, tuple[datetime, datetime | None]] | None = None,
+               ) -> tuple[datetime | None, str] | None:
+        """``None`` if ``d`` may go now, else ``(defer_until or None to drop, reason)``.
+
+        ``sent``: past and just-admitted sends (``ts``, ``channel``, ``tag``, ``campaign``);
+        ``windows``: each cap's window at ``ctx.now``, filled on first use."""
         now = ctx.now
         for q in self.quiet_hours:
             if q.applies(d.channel) and q.active(hour):
@@ -291,12 +307,22 @@ class PressureRules:
             if verdict is not None:
                 return verdict
         holds: list[tuple[datetime, str]] = []
-        for cap in self.caps:
+        windows = {} if windows is None else windows
+        exempt_counts, exempt_tags = self.exempt_counts, self.exempt_tags
+        for i, cap in enumerate(self.caps):
             if not cap.applies(d.channel, d.tag):
                 continue
-            start, next_start = cap.window(now, ctx.zone)
-            counted = sorted(s.ts for s in sent if cap.applies(s.channel, s.tag)
-                             and self.counts(s.tag) and cap.in_window(s.ts, start))
+            window = windows.get(i)
+            if window is None:
+                window = windows[i] = cap.window(now, ctx.zone)
+            start, next_start = window
+            # cap.applies(s.channel, s.tag) and self.counts(s.tag) and cap.in_window(s.ts, start)
+            c_ch, c_tag, rolling = cap.channel, cap.tag, cap.window_h is not None
+            counted = sorted(s.ts for s in sent
+                             if (c_ch is None or s.channel == c_ch)
+                             and (c_tag is None or s.tag == c_tag)
+                             and (exempt_counts or s.tag not in exempt_tags)
+                             and (s.ts > start if rolling else s.ts >= start))
             limit = cap.limit(engaged)
             if len(counted) >= limit:
                 holds.append((cap.free_at(counted, limit, start, next_start), cap.reason))
