@@ -21,17 +21,26 @@ DEFAULT_ATTRIBUTION_H: dict[str, float] = {"email": 72.0, "sms": 24.0, "push": 2
 OVERLOAD_MESSAGES_PER_DAY = 3
 
 
-def attribute_conversions(log: pd.DataFrame, window_h: Mapping[str, float] | None = None) -> pd.DataFrame:
+#: Touches a purchase can be attributed to: ``sent`` (any message sent) or ``clicked``
+#: (click-through attribution: only messages the user clicked).
+ATTRIBUTION_TOUCHES = ("sent", "clicked")
+
+
+def attribute_conversions(log: pd.DataFrame, window_h: Mapping[str, float] | None = None,
+                          touch: str = "sent") -> pd.DataFrame:
     """Purchases attributed to the last message sent to the same user before them.
 
     A purchase is attributed to the latest ``sent`` message of the user whose send time is
     at most ``window_h[channel]`` hours earlier (last touch). Returns the purchase rows
     with ``message_id``, ``msg_channel`` and ``msg_campaign`` of the attributed message
-    (null where none qualifies).
+    (null where none qualifies). ``touch="clicked"`` attributes to the latest *click* on a
+    message instead (click-through attribution; the window counts from the click).
     """
+    if touch not in ATTRIBUTION_TOUCHES:
+        raise ValueError(f"touch: expected one of {', '.join(ATTRIBUTION_TOUCHES)}, got {touch!r}")
     window_h = {**DEFAULT_ATTRIBUTION_H, **(window_h or {})}
     buys = log.loc[log["event"] == "purchase", ["ts", "user_id", "value"]].sort_values("ts")
-    sends = log.loc[log["event"] == "sent", ["ts", "user_id", "channel", "message_id", "campaign"]]
+    sends = log.loc[log["event"] == touch, ["ts", "user_id", "channel", "message_id", "campaign"]]
     sends = sends.rename(columns={"ts": "sent_ts", "channel": "msg_channel", "campaign": "msg_campaign"})
     sends = sends.assign(msg_channel=sends["msg_channel"].astype(str)).sort_values("sent_ts")
     if buys.empty:
@@ -92,6 +101,10 @@ def log_metrics(
     rules : a ``PressureRules``; cap and quiet-hour violations are counted against it.
     holdout_users : ids of the global holdout, for incremental conversions.
     attribution_h : per-channel attribution windows in hours (see :func:`attribute_conversions`).
+
+    ``conversions`` are purchases attributed to the last message *sent* within its channel's
+    window; ``click_conversions`` those attributed to the last message *clicked* within it
+    (click-through attribution: fewer organic purchases that merely follow a send).
     """
     ev = log["event"].astype(str)
     n_users = int(len(users)) if users is not None else int(log["user_id"].nunique())
@@ -122,6 +135,8 @@ def log_metrics(
         "purchases": int(len(purchases)),
         "conversions": int(conv_mask.sum()),
         "conversions_by_channel": {ch: int((attributed["msg_channel"] == ch).sum()) for ch in MESSAGE_CHANNELS},
+        "click_conversions": int(attribute_conversions(log, attribution_h, touch="clicked")["message_id"]
+                                 .notna().sum()),
         "revenue": revenue,
         "attributed_revenue": float(attributed.loc[conv_mask, "value"].fillna(0).sum()),
         "cost": cost,

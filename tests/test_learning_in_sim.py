@@ -16,6 +16,7 @@ from sklearn.base import clone
 
 from omnisim.log import empty_log
 from omnisim.metrics import log_metrics
+from omnisim.model.engine_fast import simulate as simulate_fast
 from omnisim.model.engine_simpy import simulate
 from omnisim.model.scenario import Scenario, load_scenario
 from omnisim.policies import (
@@ -33,6 +34,8 @@ from omnisim.policies.budget import week_start
 from omnisim.stats import mean_ci
 
 NO_USERS = pd.DataFrame({"user_id": [], "timezone": []})
+#: First seed of the send-time comparison (other bases checked: see its docstring).
+SEED_BASE = 0
 
 
 def fixed_hour(hour: float) -> SendTimeOptimizer:
@@ -44,28 +47,45 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return mean_ci(np.asarray(a) - np.asarray(b))
 
 
-def test_sendtime_beats_fixed_10h_on_opens():
-    # The default scenario's email timing_weight (0.5) and activity profiles leave little to
-    # gain at test sizes (docs/learning.md has the default-scenario numbers); 0.9 makes the
-    # local send hour matter as the docs/model.md open-probability timing term allows.
+def test_sendtime_beats_fixed_10h_on_opens_and_conversions():
+    """Learned local send hour vs every email at 10:00 local: more opens and more conversions.
+
+    Scenario variant: email ``timing_weight`` 0.9 (the local send hour matters more, as the
+    open-probability timing term of docs/model.md allows). Fast engine, 15 paired seeds ×
+    4000 users × 14 days (~40 s on one core). The conversions asserted are ``click_conversions``
+    (purchases attributed, last touch, to a *clicked* message within 72 h): +1.9 per 1000
+    users (+39 %) at 200 seeds × 10,000 users. The send-attributed ``conversions`` gain is
+    real but smaller than their noise at this size (+1.4 per 1000 users on ~51, most of them
+    organic purchases that merely follow an email; CI clear of 0 only at ~10⁶ users per arm,
+    benchmarks/bench_sendtime.py and docs/learning.md), so they are printed, not asserted.
+
+    Not a lucky seed base: over 8 disjoint bases of 15 seeds (seeds 0-119, 4000 users) every
+    lower bound of the click-conversion gain was above 0 — from 2.3 to 6.5 per run for
+    means of 6.1 to 10.7 (this base, 0: 9.3 [6.5, 12.1]) — and of the opens gain above 870.
+    With 12 seeds one base in 10 had its lower bound below 0: do not shrink the sizes.
+    """
     sc = load_scenario("default").replace(channels={"email": {"timing_weight": 0.9}})
-    explore = simulate(sc, SendTimePolicy("email_only", fixed_hour(10), explore=1.0),
-                       n_users=500, days=14, seed=1000, progress=False)
-    model = SendTimeOptimizer().fit(explore.log, explore.users)
+    explore = simulate_fast(sc, SendTimePolicy("email_only", fixed_hour(10), explore=1.0),
+                            n_users=1500, days=21, seed=1000, progress=False)
+    # simulated user ids restart at u000001 in every run: prefix the fit run's, or evaluation
+    # user u000123 would get the counts (and the segment) of an unrelated fit user
+    fit_log = explore.log.assign(user_id="fit-" + explore.log["user_id"].astype(str))
+    fit_users = explore.users.assign(user_id="fit-" + explore.users["user_id"].astype(str))
+    model = SendTimeOptimizer().fit(fit_log, fit_users)
     learned = SendTimePolicy("email_only", model, explore=0.0)
     fixed = SendTimePolicy("email_only", fixed_hour(10), explore=0.0)
-    out: dict[str, list[list[float]]] = {"open_rate": [], "opens": [], "conversions": []}
-    for seed in range(4):
-        ma = log_metrics(simulate(sc, learned, n_users=300, days=14, seed=seed, progress=False).log)
-        mb = log_metrics(simulate(sc, fixed, n_users=300, days=14, seed=seed, progress=False).log)
+    out: dict[str, list[list[float]]] = {k: [] for k in ("open_rate", "opens", "click_conversions",
+                                                         "conversions", "purchases")}
+    for seed in range(SEED_BASE, SEED_BASE + 15):
+        ma, mb = (log_metrics(simulate_fast(sc, pol, n_users=4000, days=14, seed=seed, progress=False).log,
+                              days=14) for pol in (learned, fixed))
         for k, rows in out.items():
             rows.append([ma[k], mb[k]])
     diffs = {k: paired(*np.asarray(v).T) for k, v in out.items()}
-    print("sendtime - fixed 10h:", {k: np.round(v, 4).tolist() for k, v in diffs.items()})
+    print("sendtime - fixed 10h (per run of 4000 users):", {k: np.round(v, 4).tolist() for k, v in diffs.items()})
     assert diffs["open_rate"][1] > 0, diffs
     assert diffs["opens"][1] > 0, diffs
-    # conversions are reported, not asserted: these 4 seeds happen to show a significant gain,
-    # but 8 seeds × 600 users do not (docs/learning.md) — the effect is below test resolution
+    assert diffs["click_conversions"][1] > 0, diffs
 
 
 def _all_reachable_scenario() -> Scenario:

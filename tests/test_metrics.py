@@ -31,6 +31,26 @@ def test_last_touch_attribution_respects_channel_windows():
     assert att.loc["a", "message_id"] == "m2" and att.loc["a", "msg_channel"] == "sms"
 
 
+def test_click_through_attribution_counts_only_clicked_messages():
+    log = log_of([
+        ("2024-01-01T00:00Z", "a", "sent", "email", "m1", 0.0),
+        ("2024-01-01T03:00Z", "a", "clicked", "email", "m1", None),
+        ("2024-01-01T10:00Z", "a", "sent", "email", "m2", 0.0),       # sent, never clicked
+        ("2024-01-03T12:00Z", "a", "purchase", "web", None, 30.0),    # click 57 h ago <= 72 h
+        ("2024-01-01T00:00Z", "b", "sent", "email", "m3", 0.0),
+        ("2024-01-01T01:00Z", "b", "purchase", "web", None, 20.0),    # no click: send-attributed only
+    ])
+    sent = attribute_conversions(log).set_index("user_id")
+    clicked = attribute_conversions(log, touch="clicked").set_index("user_id")
+    assert sent.loc["a", "message_id"] == "m2" and clicked.loc["a", "message_id"] == "m1"
+    assert sent.loc["b", "message_id"] == "m3" and pd.isna(clicked.loc["b", "message_id"])
+    assert attribute_conversions(log, {"email": 48}, touch="clicked")["message_id"].isna().all()
+    m = log_metrics(log)
+    assert m["conversions"] == 2 and m["click_conversions"] == 1
+    with pytest.raises(ValueError, match="touch"):
+        attribute_conversions(log, touch="opened")
+
+
 def test_overload_uses_local_days():
     # three sends that fall on one UTC day but two local days in Tokyo
     log = log_of([

@@ -251,3 +251,26 @@ def test_action_probabilities_needs_a_known_inner_distribution():
     sampled = policy_probabilities(pol, ctx, mc_draws=300)
     best = {ch: f"{ch}@{pol.model.best_hour('u1', ch):02d}h" for ch in ("email", "sms", "push")}
     assert set(sampled) == set(best.values()) and all(abs(q - 1 / 3) < 0.12 for q in sampled.values())
+
+
+def test_declares_the_inner_policys_trigger_kinds_and_history_use():
+    """The batch-contract attributes of the inner policy (docs/decision-core.md): the fast
+    engine then skips triggers and history it does not need — with an identical log."""
+    from omnisim.model.engine_fast import simulate
+    from omnisim.model.scenario import load_scenario
+
+    class Hidden:  # the same policy without the declarations
+        def __init__(self, policy):
+            self.policy, self.name = policy, policy.name
+
+        def decide(self, ctx, rng):
+            return self.policy.decide(ctx, rng)
+
+    model = SendTimeOptimizer(default_hour=9).fit(empty_log(), NO_USERS)
+    for inner, explore in (("email_only", 0.5), ("seed_journey", 0.3)):
+        pol = SendTimePolicy(inner, model, explore=explore)
+        assert pol.trigger_kinds == pol.inner_policy.trigger_kinds
+        assert pol.reads_history == getattr(pol.inner_policy, "reads_history", None)
+        runs = [simulate(load_scenario("default"), p, n_users=150, days=5, seed=2, progress=False).log
+                for p in (pol, Hidden(pol))]
+        pd.testing.assert_frame_equal(runs[0], runs[1])

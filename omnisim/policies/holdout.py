@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from omnisim.policies.base import Context, Decision, ForwardsLearning, Policy, no_message
+from omnisim.policies.base import NO_ACTION, Context, Decision, ForwardsLearning, Policy, no_message
 
 
 def holdout_uniform(user_id: str, salt: str) -> float:
@@ -81,6 +81,38 @@ class HoldoutPolicy(ForwardsLearning):
         elif held:
             kept.extend(held)
         return kept
+
+    @property
+    def action_probabilities(self) -> Callable[[Context], dict[str, float]]:
+        """``action_probabilities(ctx) -> {action: probability}`` (off-policy evaluation),
+        present only when the wrapped policy has it.
+
+        A holdout user gets ``{"none": 1.0}`` (the ``none`` action of
+        :func:`~omnisim.policies.ope_log.policy_probabilities`); any other user the wrapped
+        policy's distribution, unscaled. Both are the distribution *given the context*: the
+        assignment is a function of ``user_id``, so it is not random once the user is known,
+        and the probabilities sum to 1 (``(1 - share) * p`` would not). The propensities
+        ``decide`` logs keep the ``(1 - share)`` / ``share`` factors of the randomised
+        assignment for the logging side. Exempt messages are not told apart by action name:
+        for an inner policy that can decide exempt (e.g. transactional) messages, a holdout
+        user's distribution would need them; the built-in policies with
+        ``action_probabilities`` decide none.
+
+        Without the wrapped policy's method this attribute does not exist (``hasattr`` is
+        false), so :func:`~omnisim.policies.ope_log.policy_probabilities` samples ``decide``
+        (``mc_draws``) as for any policy without exact probabilities.
+        """
+        inner = getattr(self.policy, "action_probabilities", None)
+        if not callable(inner):
+            raise AttributeError(f"{self.name!r}: the wrapped policy {self.policy.name!r} has no "
+                                 f"action_probabilities(ctx)")
+
+        def action_probabilities(ctx: Context) -> dict[str, float]:
+            if self.holdout.contains(ctx.user_id):
+                return {NO_ACTION: 1.0}
+            return dict(inner(ctx))
+
+        return action_probabilities
 
 
 def _scale(d: Decision, factor: float) -> Decision:

@@ -391,6 +391,17 @@ class SendTimePolicy(BaseEstimator):
         """The inner policy's global holdout, if any."""
         return getattr(self.inner_policy, "holdout", None)
 
+    @property
+    def trigger_kinds(self) -> frozenset[str] | None:
+        """The inner policy's (docs/decision-core.md, "Batch decisions"): this wrapper decides
+        nothing where the inner policy decides nothing, and draws no hour then."""
+        return getattr(self.inner_policy, "trigger_kinds", None)
+
+    @property
+    def reads_history(self) -> bool | None:
+        """The inner policy's: the wrapper itself reads the user id, traits and timezone only."""
+        return getattr(self.inner_policy, "reads_history", None)
+
     def _check(self) -> SendTimeOptimizer:
         if not 0.0 <= float(self.explore) <= 1.0:
             raise ValueError(f"explore: expected a share in [0, 1], got {self.explore!r}")
