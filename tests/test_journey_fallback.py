@@ -11,7 +11,6 @@ import json
 import random
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from omnisim.policies.journeys import journey_from_dict
 from omnisim.policies.registry import load_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "send"))
-from providers_support import FakeTime, Gateway, Reply, free_port  # noqa: E402
+from providers_support import FakeTime, Gateway, Reply, smtpd  # noqa: E402, F401 - smtpd is a fixture
 from sender_support import T0 as SEND_T0  # noqa: E402
 from sender_support import at, ev, log_rows, store_url  # noqa: E402, F401 - store_url is a fixture
 
@@ -238,26 +237,6 @@ def test_simulator_results_do_not_depend_on_fallback():
 
 
 # -- the sender, end to end -------------------------------------------------------------------
-
-@dataclass
-class Mailbox:
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd API
-        self.messages.append({"to": list(envelope.rcpt_tos),
-                              "raw": envelope.original_content or envelope.content})
-        return f"250 OK queued as Q{len(self.messages)}"
-
-
-@pytest.fixture
-def smtpd() -> Iterator[tuple[Mailbox, int]]:
-    controller = pytest.importorskip("aiosmtpd.controller")
-    box = Mailbox()
-    ctl = controller.Controller(box, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    yield box, ctl.port
-    ctl.stop()
-
 
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import ipaddress
 import json
 import socket
@@ -11,8 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from omnisim.send.providers import OutboundMessage
 
@@ -149,3 +154,30 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@dataclass
+class Mailbox:
+    """aiosmtpd handler that keeps every message it accepts (recipients and raw bytes)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd API
+        self.messages.append({"to": list(envelope.rcpt_tos),
+                              "raw": envelope.original_content or envelope.content})
+        return f"250 OK queued as Q{len(self.messages)}"
+
+    def parsed(self, i: int = 0) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.messages[i]["raw"], policy=email.policy.default)
+
+
+@pytest.fixture
+def smtpd() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port: ``(mailbox, port)``."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    ctl = Controller(box, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    yield box, ctl.port
+    ctl.stop()

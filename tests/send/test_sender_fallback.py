@@ -3,20 +3,14 @@ admission (consent, caps, quiet hours), over real providers (HTTP gateway, aiosm
 
 from __future__ import annotations
 
-import email
-import email.policy
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-aiosmtpd = pytest.importorskip("aiosmtpd")
-
-from aiosmtpd.controller import Controller
-from providers_support import FakeTime, Gateway, Reply, free_port
+from providers_support import FakeTime, Gateway, Reply, smtpd  # noqa: F401 - smtpd is a fixture
 from sender_support import (  # noqa: F401 - fixtures
     T0,
     at,
@@ -40,28 +34,6 @@ PUSH_JOURNEY = {
                   "steps": [{"id": "offer_push", "channel": "push", "template": "offer_push"}]}],
     "pressure": "default",
 }
-
-
-@dataclass
-class Mailbox:
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append({"to": list(envelope.rcpt_tos),
-                              "raw": envelope.original_content or envelope.content})
-        return f"250 OK queued as Q{len(self.messages)}"
-
-    def parsed(self, i: int = 0) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.messages[i]["raw"], policy=email.policy.default)
-
-
-@pytest.fixture
-def smtpd() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    ctl = Controller(box, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    yield box, ctl.port
-    ctl.stop()
 
 
 @pytest.fixture
