@@ -108,10 +108,16 @@ summary["hillstrom_ope"] = hill_ope.to_dict(orient="records")''')
 md('''## 3. When and where: learned send-time and channel policies in the simulator
 
 An exploration log is simulated with `random_channel` (every reachable channel with known
-propensity). Each learned kind available in this installation is fitted on it, then every
-policy is compared with the seed journey over the same seeds (common random numbers); learned
-policies keep learning online during the runs.''')
+propensity); its user ids are prefixed, since each simulated run draws new people. Each
+learned kind available in this installation is fitted on it, then every policy is compared
+with the seed journey over the same seeds (common random numbers); learned policies keep
+learning online during the runs.''')
 code('''explore = run_one(scenario, "random_channel", 10_000 + seed, n_users=n_users, days=days)
+# every simulated run draws a new population whose ids restart at u000001: prefix the
+# exploration run's ids, so a per-user estimate is never applied to a different simulated
+# person with the same id in the comparison runs (they fall back to segment and population)
+explore.log["user_id"] = "explore-" + explore.log["user_id"].astype(str)
+explore.users["user_id"] = "explore-" + explore.users["user_id"].astype(str)
 available = [k for k in learned_kinds if k in policy_kinds()]
 missing = [k for k in learned_kinds if k not in policy_kinds()]
 learned = {}
