@@ -91,7 +91,29 @@ def _parse_ts(raw: pd.Series, problems: list[str]) -> pd.Series:
     return ts
 
 
+def _vocab_ok(col: pd.Series, allowed: tuple[str, ...]) -> bool:
+    """True when ``col`` is a categorical with only ``allowed`` strings as categories and no
+    missing value: it passes :func:`_check_vocab`, checked without looking at every row."""
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        return False
+    cats = col.cat.categories
+    return (all(type(c) is str and c in allowed for c in cats)
+            and not (col.cat.codes.to_numpy() < 0).any())
+
+
+def _is_vocab_dtype(dtype: object, vocab: tuple[str, ...]) -> bool:
+    """True when ``dtype`` is exactly the categorical dtype :func:`validate` gives a
+    vocabulary column (same categories in the same order, unordered)."""
+    if not isinstance(dtype, pd.CategoricalDtype) or dtype.ordered:
+        return False
+    ref = pd.CategoricalDtype(list(vocab), ordered=False)
+    return (list(dtype.categories) == list(vocab)
+            and dtype.categories.dtype == ref.categories.dtype)
+
+
 def _check_vocab(df: pd.DataFrame, column: str, allowed: tuple[str, ...], problems: list[str]) -> None:
+    if _vocab_ok(df[column], allowed):
+        return
     values = df[column].astype("string")
     missing = values.isna()
     if missing.any():
@@ -134,7 +156,8 @@ def validate(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
     if len(df) == 0:
         raise LogValidationError(["the log has no rows (expected at least one event)"], source)
 
-    out = df.reset_index(drop=True).copy()
+    # copy-on-write (pandas >= 3): columns assigned below never change ``df``
+    out = df.reset_index(drop=True)
     out["ts"] = _parse_ts(out["ts"], problems)
     _check_vocab(out, "event", EVENTS, problems)
     _check_vocab(out, "channel", CHANNELS, problems)
@@ -149,6 +172,8 @@ def validate(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
     for col in FLOAT_COLUMNS:
         if col not in out.columns:
             out[col] = np.nan
+            continue
+        if out[col].dtype == np.float64:  # already numbers: nothing to parse, nothing bad
             continue
         num = pd.to_numeric(out[col], errors="coerce")
         bad = num.isna() & out[col].notna() & (out[col].astype("string").str.strip() != "")
@@ -169,18 +194,23 @@ def validate(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
             f"column 'value': negative value {float(out['value'].iloc[pos[0]])!r} in {_rows(pos)}; "
             "expected revenue or cost >= 0"
         )
-    sent = out["event"].astype("string").isin(UNIQUE_MESSAGE_EVENTS) & out["message_id"].notna()
-    dup = sent & out.loc[:, "message_id"].where(sent).duplicated(keep=False)
+    event = out["event"] if _vocab_ok(out["event"], EVENTS) else out["event"].astype("string")
+    sent = (event.isin(UNIQUE_MESSAGE_EVENTS) & out["message_id"].notna()).to_numpy(bool)
+    # duplicated ids among the sent rows only (the others' ids are not counted)
+    dup = np.zeros(len(out), bool)
+    if sent.any():
+        dup[sent] = pd.Series(out["message_id"].array[sent]).duplicated(keep=False).to_numpy(bool)
     if dup.any():
-        pos = np.flatnonzero(dup.to_numpy())
+        pos = np.flatnonzero(dup)
         problems.append(
             f"column 'message_id': {out['message_id'].iloc[pos[0]]!r} sent more than once "
             f"({_rows(pos)}); each 'sent' row needs its own message_id"
         )
     if problems:
         raise LogValidationError(problems, source)
-    out["event"] = pd.Categorical(out["event"].astype(str), categories=list(EVENTS))
-    out["channel"] = pd.Categorical(out["channel"].astype(str), categories=list(CHANNELS))
+    for col, vocab in (("event", EVENTS), ("channel", CHANNELS)):
+        if not _is_vocab_dtype(out[col].dtype, vocab):  # (already so: nothing to convert)
+            out[col] = pd.Categorical(out[col].astype(str), categories=list(vocab))
     extra = [c for c in out.columns if c not in COLUMNS]
     return out[list(COLUMNS) + extra]
 

@@ -184,3 +184,41 @@ def test_summarize():
     s = summarize(validate(minimal()))
     assert s.users == 3 and s.events == 3 and s.channels == ["email", "web"]
     assert s.by_event == {"sent": 1, "opened": 1, "purchase": 1}
+
+
+def _as_categoricals(df: pd.DataFrame, events=EVENTS, channels=CHANNELS) -> pd.DataFrame:
+    out = df.copy()
+    out["event"] = pd.Categorical(out["event"], categories=list(events))
+    out["channel"] = pd.Categorical(out["channel"], categories=list(channels))
+    return out
+
+
+def test_categorical_and_float_input_validates_as_strings_do():
+    """Frames already in the normalised dtypes (as the fast engine builds them) take the
+    cheap checks; the result is the one the string input gives."""
+    df = minimal()
+    df["message_id"] = ["m1", "m1", None]
+    df["value"] = [0.5, np.nan, 12.0]
+    df["propensity"] = [1.0, np.nan, np.nan]
+    ref = validate(df)
+    pd.testing.assert_frame_equal(validate(_as_categoricals(df)), ref)
+    pd.testing.assert_frame_equal(validate(ref), ref)
+    # categories in another order (or a subset) are normalised to the full vocabulary
+    pd.testing.assert_frame_equal(
+        validate(_as_categoricals(df, events=("purchase", "opened", "sent"),
+                                  channels=("web", "email"))), ref)
+
+
+def test_categorical_input_reports_the_same_problems():
+    df = minimal()
+    df.loc[1, "event"] = "teleported"
+    assert problems_of(_as_categoricals(df, events=EVENTS + ("teleported",))) == problems_of(df)
+    dup = pd.DataFrame({
+        "ts": ["2024-03-01T09:00Z"] * 3, "user_id": ["a", "b", "a"],
+        "event": ["sent", "sent", "opened"], "channel": ["email"] * 3,
+        "message_id": ["m1", "m1", "m1"], "value": [-1.0, 0.0, 0.0],
+    })
+    assert problems_of(_as_categoricals(dup)) == problems_of(dup)
+    missing = _as_categoricals(minimal())
+    missing.loc[2, "channel"] = np.nan
+    assert "column 'channel': empty in row 3" in problems_of(missing)

@@ -27,7 +27,9 @@ parts (every ``flush_rows`` rows) and dropped: memory is bounded by the chunks i
 the population. Same seed and chunk size → identical log.
 
 Per-row bookkeeping: log rows are stored by column (:class:`_Rows`; blocks of rows from
-one model call stay arrays/lists) and become a frame once per chunk or part. Per-user history
+one model call stay numpy arrays) and become a frame once per chunk or part, built in the
+dtypes :func:`~omnisim.log.validate` returns (categorical codes, pyarrow-backed strings), so
+that validation is cheap. Per-user history
 (:class:`~omnisim.policies.base.HistoryEvent` deques, last ``HISTORY_DAYS`` days) is kept
 only when some context will read it (:func:`~omnisim.model._fast_policy.needs_history`): not
 for a policy that answers no trigger, nor for one declaring ``reads_history = False`` without
@@ -51,7 +53,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from omnisim.log import COLUMNS, validate
+from omnisim.log import CHANNELS, COLUMNS, EVENTS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
@@ -150,9 +152,16 @@ class _Queue:
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore
 
 
-#: dtype of each stored log column (``ts`` as float hours, ``user_id`` as the user's index)
-_COL_DTYPES = (float, np.int64, object, object, object, object, object, object, float, float,
-               object, object)
+#: log columns by position (:data:`COLUMNS` order): time, user, the two vocabularies, text, floats
+_C_TS, _C_USER, _C_EVENT, _C_CHANNEL = 0, 1, 2, 3
+_TEXT_COLS = (4, 5, 6, 7, 10, 11)  # action, message_id, campaign, policy, reason, tag
+_FLOAT_COLS = (8, 9)  # propensity, value
+_EV_CODE = {e: i for i, e in enumerate(EVENTS)}
+_CH_CODE = {c: i for i, c in enumerate(CHANNELS)}
+#: a message channel's index (MSG_CHANNELS) -> its code in CHANNELS
+_MSG_CH_CODE = np.array([_CH_CODE[c] for c in MSG_CHANNELS], np.int8)
+_EV_DTYPE = pd.CategoricalDtype(list(EVENTS), ordered=False)
+_CH_DTYPE = pd.CategoricalDtype(list(CHANNELS), ordered=False)
 
 
 _new_context = object.__new__
@@ -163,48 +172,134 @@ class _Rows:
 
     Rows logged one at a time (decisions, admissions, sends) are buffered as tuples and
     sealed into a segment when a block arrives; a block (:meth:`_Chunk._log_many`) is a
-    segment already. A segment is 12 equal-length sequences in :data:`COLUMNS` order, with
-    hours for ``ts`` and the user's index for ``user_id``; ``None`` is a null.
+    segment already. A segment is ``(n, cols)``: 12 entries in :data:`COLUMNS` order, with
+    hours for ``ts`` and the user's index for ``user_id``; an entry is a sequence of ``n``
+    values (``None`` a null), or one value for all ``n`` rows (a ``str`` or ``None``), or, for
+    ``channel`` only, an integer array of :data:`MSG_CHANNELS` indices.
     """
 
     __slots__ = ("segs", "single", "n_segs")
 
     def __init__(self) -> None:
-        self.segs: list[tuple[Sequence[Any], ...]] = []
+        self.segs: list[tuple[int, tuple[Any, ...]]] = []
         self.single: list[tuple[Any, ...]] = []
         self.n_segs = 0
 
     def __len__(self) -> int:
         return self.n_segs + len(self.single)
 
-    def block(self, cols: tuple[Sequence[Any], ...]) -> None:
-        """Append a segment (after the single rows buffered so far)."""
+    def block(self, n: int, cols: tuple[Any, ...]) -> None:
+        """Append a segment of ``n`` rows (after the single rows buffered so far)."""
         if self.single:
             self._seal()
-        self.segs.append(cols)
-        self.n_segs += len(cols[0])
+        self.segs.append((n, cols))
+        self.n_segs += n
 
     def _seal(self) -> None:
-        self.segs.append(tuple(zip(*self.single)))
+        self.segs.append((len(self.single), tuple(zip(*self.single))))
         self.n_segs += len(self.single)
         self.single = []
 
     def columns(self, first: int = 0) -> list[np.ndarray] | None:
-        """The 12 columns of rows ``first`` onwards as arrays (``None`` when there are none)."""
+        """The 12 columns of rows ``first`` onwards as arrays (``None`` when there are none).
+
+        ``ts`` float hours, ``user_id`` int64 indices, ``event`` / ``channel`` int8 codes into
+        :data:`EVENTS` / :data:`CHANNELS` (an object array of the values instead when one is
+        not in the vocabulary), text columns object arrays (``None`` for null; ``None``
+        instead of the array when the whole column is null), floats float64 (NaN for null)."""
         if self.single:
             self._seal()
-        pieces, pos = [], 0
-        for seg in self.segs:
-            n = len(seg[0])
-            if pos + n > first:
-                lo = max(0, first - pos)
-                pieces.append(seg if lo == 0 else tuple(c[lo:] for c in seg))
-            pos += n
-        if not pieces:
+        segs = self.segs
+        if first:
+            segs, pos = [], 0
+            for n, seg in self.segs:
+                if pos + n > first:
+                    lo = max(0, first - pos)
+                    segs.append((n, seg) if lo == 0 else
+                                (n - lo, tuple(c if c is None or isinstance(c, str) else c[lo:]
+                                               for c in seg)))
+                pos += n
+        if not segs:
             return None
-        # one conversion per column (segments are many and small); None -> NaN in floats
-        return [np.array(list(chain.from_iterable(p[j] for p in pieces)), dtype=dt)
-                for j, dt in enumerate(_COL_DTYPES)]
+        # column by column, over all segments at once (segments are many and small)
+        ns = np.array([n for n, _ in segs], np.int64)
+        at = np.zeros(len(segs) + 1, np.int64)
+        np.cumsum(ns, out=at[1:])
+        total = int(at[-1])
+        out: list[Any] = [None] * 12
+        out[_C_TS] = np.concatenate([np.asarray(seg[_C_TS], float) for _, seg in segs])
+        out[_C_USER] = np.concatenate([np.asarray(seg[_C_USER], np.int64) for _, seg in segs])
+        for j, vocab in ((_C_EVENT, _EV_CODE), (_C_CHANNEL, _CH_CODE)):
+            out[j] = _codes([seg[j] for _, seg in segs], ns, vocab)
+        for j in _TEXT_COLS + _FLOAT_COLS:
+            vals = [seg[j] for _, seg in segs]
+            some = [i for i, v in enumerate(vals) if v is not None]
+            if j in _FLOAT_COLS:
+                col = np.full(total, np.nan)
+            elif not some:
+                continue  # all null: None
+            else:
+                col = np.full(total, None, dtype=object)
+            for i in some:  # None -> NaN in floats (numpy's float conversion)
+                col[at[i]:at[i + 1]] = vals[i] if j in _TEXT_COLS else np.asarray(vals[i], float)
+            out[j] = col
+        return out
+
+
+def _codes(vals: list[Any], ns: np.ndarray, vocab: Mapping[str, int]) -> np.ndarray:
+    """A vocabulary column from its segments' entries ``vals`` (``ns`` rows each) as int8
+    codes into ``vocab``; as an object array of the values when a value is not in it (so
+    that validation reports it)."""
+    if all(type(v) is str for v in vals):  # one value per segment (blocks of one event)
+        cs = [vocab.get(v, -1) for v in vals]
+        if -1 not in cs:
+            return np.repeat(np.array(cs, np.int8), ns)
+        return _values(vals, ns)
+    parts = []
+    for v, n in zip(vals, ns.tolist()):
+        if isinstance(v, str):
+            c = vocab.get(v)
+            if c is None:
+                return _values(vals, ns)
+            parts.append(np.full(n, c, np.int8))
+        elif isinstance(v, np.ndarray):  # channel: MSG_CHANNELS indices
+            parts.append(_MSG_CH_CODE[v])
+        else:
+            cs = [vocab.get(x, -1) for x in v]
+            if -1 in cs:
+                return _values(vals, ns)
+            parts.append(np.array(cs, np.int8))
+    return np.concatenate(parts)
+
+
+def _values(vals: list[Any], ns: np.ndarray) -> np.ndarray:
+    """A column from its segments' entries ``vals`` (``ns`` rows each) as an object array."""
+    col = np.empty(int(ns.sum()), dtype=object)
+    at = 0
+    for v, n in zip(vals, ns.tolist()):
+        if isinstance(v, str) or v is None:
+            col[at:at + n] = v
+        elif isinstance(v, np.ndarray):
+            col[at:at + n] = [MSG_CHANNELS[x] for x in v.tolist()]
+        else:
+            col[at:at + n] = list(v)
+        at += n
+    return col
+
+
+def _string_array(values: np.ndarray | None, n: int) -> Any:
+    """``values`` (object array, ``None`` for null; ``None``: all null) as a pandas ``string``
+    array: the array ``pd.array(values, dtype="string")`` gives, built by pyarrow directly."""
+    if pd.StringDtype().storage == "pyarrow":
+        import pyarrow as pa
+
+        try:
+            arr = (pa.nulls(n, pa.large_string()) if values is None
+                   else pa.array(values, type=pa.large_string(), from_pandas=True))
+            return pd.arrays.ArrowStringArray(pa.chunked_array([arr]))
+        except (pa.ArrowException, TypeError, ValueError):  # not all str: pandas converts
+            pass
+    return pd.array(np.full(n, None, dtype=object) if values is None else values, dtype="string")
 
 
 class _EngineContext(Context):
@@ -349,30 +444,44 @@ class _Chunk:
         while hist[0].ts < cutoff:
             hist.popleft()
 
-    def _log_many(self, users: np.ndarray, t: np.ndarray, event: str, channel: str | Sequence[str],
-                  msgs: np.ndarray | None = None, value: np.ndarray | None = None) -> None:
+    def _log_many(self, users: np.ndarray, t: np.ndarray, event: str,
+                  channel: str | Sequence[str] | np.ndarray, msgs: np.ndarray | None = None,
+                  value: np.ndarray | None = None) -> None:
         """Log one row per user (``users``, ``t``: (m,)); message rows carry their id/campaign/tag.
 
-        The same rows and history events as one :meth:`_log` call per user, inlined."""
+        ``channel``: one name for all rows, a name per row, or an integer array of
+        :data:`MSG_CHANNELS` indices. The same rows and history events as one :meth:`_log`
+        call per user, inlined; the rows are stored as one block of arrays (:class:`_Rows`)."""
         n = len(users)
         if n == 0:
             return
-        chans = [channel] * n if isinstance(channel, str) else channel
-        nones = [None] * n
         if msgs is not None:
             meta = self.m_meta
             mids, camps, tags = zip(*[meta[m] for m in np.asarray(msgs).tolist()])
         else:
-            mids = camps = tags = nones
-        us = np.asarray(users, dtype=np.int64).tolist()
-        ts_h = np.asarray(t, dtype=float).tolist()
-        vals = nones if value is None else np.asarray(value, dtype=float).tolist()
-        self.rows.block((ts_h, us, [event] * n, chans, nones, mids, camps, nones, nones, vals,
-                         nones, tags))
+            mids = camps = tags = None
+        us = np.array(users, dtype=np.int64)  # copies: the caller's arrays may change later
+        ts_h = np.array(t, dtype=float)
+        vals = None if value is None else np.array(value, dtype=float)
+        if isinstance(channel, np.ndarray):
+            channel = np.array(channel, dtype=np.int64)
+        self.rows.block(n, (ts_h, us, event, channel, None, mids, camps, None, None, vals,
+                            None, tags))
         if not self.keep_history:
             return
+        if isinstance(channel, str):
+            chans: Sequence[str] = [channel] * n
+        elif isinstance(channel, np.ndarray):
+            chans = [MSG_CHANNELS[x] for x in channel.tolist()]
+        else:
+            chans = channel
+        nones = [None] * n
+        if mids is None:
+            mids = camps = tags = nones
+        vals_l = nones if vals is None else vals.tolist()
         history, start, window = self.history, self.start, self.hist_window
-        for u, th, ch, mid, camp, tag, val in zip(us, ts_h, chans, mids, camps, tags, vals):
+        for u, th, ch, mid, camp, tag, val in zip(us.tolist(), ts_h.tolist(), chans, mids, camps,
+                                                  tags, vals_l):
             hist = history[u]
             if hist is None:
                 hist = history[u] = deque()
@@ -559,7 +668,7 @@ class _Chunk:
         for code, name in ((chm.BOUNCED, "bounced"), (chm.FAILED, "failed"), (chm.DELIVERED, "delivered")):
             m = out == code
             if m.any():
-                self._log_many(users[m], t[m], name, [MSG_CHANNELS[x] for x in c[m]], msgs=msgs[m])
+                self._log_many(users[m], t[m], name, c[m], msgs=msgs[m])
         ok = (out == chm.DELIVERED) & ~self.churned[users]
         if not ok.any():
             return
@@ -596,10 +705,9 @@ class _Chunk:
             return
         d, p = self.m_draws[msgs], self.m_probs[msgs]
         opened = d[:, 0] < p[:, 0]
-        chans = [MSG_CHANNELS[x] for x in self.m_ch[msgs]]
         if opened.any():
             ou, ot, om = users[opened], t[opened], msgs[opened]
-            self._log_many(ou, ot, "opened", [c for c, o in zip(chans, opened) if o], msgs=om)
+            self._log_many(ou, ot, "opened", self.m_ch[om], msgs=om)
             self.decide(ou, ot, "opened", [{"message_id": self.m_meta[m][0],
                                             "channel": MSG_CHANNELS[self.m_ch[m]]} for m in om])
         click = opened & (d[:, 1] < p[:, 1])
@@ -610,7 +718,7 @@ class _Chunk:
 
     def on_click(self, users: np.ndarray, t: np.ndarray, msgs: np.ndarray) -> None:
         """A click: boost and redraw the visit process, trigger, a session, then after-effects."""
-        self._log_many(users, t, "clicked", [MSG_CHANNELS[x] for x in self.m_ch[msgs]], msgs=msgs)
+        self._log_many(users, t, "clicked", self.m_ch[msgs], msgs=msgs)
         self.last_click[users] = t
         redraw = self.started[users] & ~self.churned[users]
         self._draw_next_visit(users[redraw], t[redraw])
@@ -629,8 +737,7 @@ class _Chunk:
             self.consent[users[unsub], c[unsub]] = False
             for uu, cc in zip(users[unsub].tolist(), c[unsub].tolist()):
                 self.consent_rows[uu][cc] = False
-            self._log_many(users[unsub], t[unsub], "unsubscribed",
-                           [MSG_CHANNELS[x] for x in c[unsub]], msgs=msgs[unsub])
+            self._log_many(users[unsub], t[unsub], "unsubscribed", c[unsub], msgs=msgs[unsub])
         churn = d[:, 3] < p[:, 3]
         for i in np.flatnonzero(churn):  # sequential: one message's churn ends the user
             if not self.churned[users[i]]:
@@ -643,18 +750,26 @@ class _Chunk:
         self.timers[users] = _INF
         self._log_many(users, t, "churned", "none")
 
-    def _draw_next_visit(self, users: np.ndarray, t: np.ndarray) -> None:
-        """Next thinning candidate: bound = rate at peak activity, rested, boost as of ``t``."""
+    def _draw_next_visit(self, users: np.ndarray, t: np.ndarray,
+                         known: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """Next thinning candidate: bound = rate at peak activity, rested, boost as of ``t``.
+
+        ``known``: ``(visit rate, mean activity, click boost at t)`` of ``users`` when the
+        caller has them already (the same values this would compute)."""
         if users.size == 0:
             return
-        beh = self.beh
-        boost = bh.click_boost(t - self.last_click[users], beh.click_visit_boost,
-                               beh.click_boost_half_life_h)
-        bound = bh.visit_rate_bound_h(self.visit_rate[users], self.act_max[users],
-                                      self.act_mean[users], boost)
+        if known is None:
+            beh = self.beh
+            rate, mean = self.visit_rate[users], self.act_mean[users]
+            boost = bh.click_boost(t - self.last_click[users], beh.click_visit_boost,
+                                   beh.click_boost_half_life_h)
+        else:
+            rate, mean, boost = known
+        bound = bh.visit_rate_bound_h(rate, self.act_max[users], mean, boost)
         self.bound[users] = bound
-        with np.errstate(divide="ignore"):
-            gap = np.where(bound > 0, self.rng.exponential(1.0, users.size) / np.where(bound > 0, bound, 1.0), _INF)
+        # (no division by zero: the divisor is 1 where bound is not > 0)
+        pos = bound > 0
+        gap = np.where(pos, self.rng.exponential(1.0, users.size) / np.where(pos, bound, 1.0), _INF)
         self.timers[users, T_VISIT] = t + gap
 
     def _start_life(self, users: np.ndarray, t: np.ndarray) -> None:
@@ -693,12 +808,13 @@ class _Chunk:
         f_act = (fat.response_multiplier(self._pressure_now(users, t), self.tol[users],
                                          self.fz.activity_strength)
                  if self.fz.enabled else np.ones(users.size))
-        rate = bh.visit_rate_h(self.visit_rate[users], self.prof[users, hour.astype(np.int64) % 24],
-                               self.act_mean[users], f_act,
-                               bh.click_boost(t - self.last_click[users], beh.click_visit_boost,
-                                              beh.click_boost_half_life_h))
+        v_rate, mean = self.visit_rate[users], self.act_mean[users]
+        boost = bh.click_boost(t - self.last_click[users], beh.click_visit_boost,
+                               beh.click_boost_half_life_h)
+        rate = bh.visit_rate_h(v_rate, self.prof[users, hour.astype(np.int64) % 24], mean, f_act,
+                               boost)
         accept = self.rng.random(users.size) * self.bound[users] < rate
-        self._draw_next_visit(users, t)
+        self._draw_next_visit(users, t, (v_rate, mean, boost))  # last_click unchanged since
         if accept.any():
             self.session(users[accept], t[accept], from_click=False)
 
@@ -866,19 +982,32 @@ def _frame(rows: _Rows, start: datetime, uid: Any, first: int = 0) -> pd.DataFra
     """Log rows ``first`` onwards as a frame in the log's column order, sorted by time
     (stable: rows at the same instant keep the order they happened in).
 
-    ``uid``: the chunk's user ids as a pandas string array. Text columns are built as pandas
-    ``string`` arrays (the dtype :func:`~omnisim.log.validate` gives them) so that they are
-    converted once; ``validate`` still checks and normalises the frame."""
+    ``uid``: the chunk's user ids as a pandas string array. Columns are built in the dtypes
+    :func:`~omnisim.log.validate` gives them (``event`` / ``channel`` categoricals over the
+    full vocabularies from their codes, text columns pandas ``string`` arrays built by
+    pyarrow, floats float64), so that ``validate`` checks them without converting; it still
+    checks and normalises the frame."""
     cols = rows.columns(first)
     if cols is None:
         return None
-    order = np.argsort(cols[0], kind="stable")
-    hours = cols[0][order]
+    order = np.argsort(cols[_C_TS], kind="stable")
+    hours = cols[_C_TS][order]
+    n = len(order)
     ts = pd.Timestamp(start) + pd.to_timedelta(np.rint(hours * 3.6e9).astype(np.int64), unit="us")
-    data: dict[str, Any] = {"ts": ts, "user_id": uid.take(cols[1][order])}
-    for name, values, dt in zip(COLUMNS[2:], cols[2:], _COL_DTYPES[2:]):
-        data[name] = pd.array(values[order], dtype="string") if dt is object else values[order]
-    return pd.DataFrame(data)
+    data: dict[str, Any] = {"ts": ts, "user_id": uid.take(cols[_C_USER][order])}
+    for j, name in enumerate(COLUMNS):
+        if j < 2:
+            continue
+        v = cols[j]
+        if j in (_C_EVENT, _C_CHANNEL):
+            data[name] = (pd.Categorical.from_codes(v[order], dtype=_EV_DTYPE if j == _C_EVENT
+                                                    else _CH_DTYPE)
+                          if v.dtype == np.int8 else pd.array(v[order], dtype="string"))
+        elif j in _FLOAT_COLS:
+            data[name] = v[order]
+        else:
+            data[name] = _string_array(None if v is None else v[order], n)
+    return pd.DataFrame(data, copy=False)
 
 
 class _Sink:

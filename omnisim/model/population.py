@@ -161,10 +161,15 @@ def sample_population(spec: PopulationSpec, n_users: int, rng: np.random.Generat
         base = seg.profile()
         shifts = np.rint(rng.normal(0.0, seg.activity_shift_sd_h, size=m)).astype(int) \
             if seg.activity_shift_sd_h > 0 else np.zeros(m, dtype=int)
-        # row i is np.roll(base, shifts[i]) (as a list of floats), for all users at once
-        rolled = np.asarray(base, dtype=float)[(np.arange(24)[None, :] - shifts[:, None]) % 24]
-        for j, row in zip(idx.tolist(), rolled.tolist()):
-            out["activity"][j] = row
+        # row i is np.roll(base, shifts[i]) (as a list of floats); shifts are whole hours, so
+        # there are at most 24 distinct rows: built once each, and users with the same shift
+        # share the (read-only) list
+        uniq, inv = np.unique(shifts % 24, return_inverse=True)
+        rows = np.empty(uniq.size, dtype=object)
+        for i, row in enumerate(np.asarray(base, dtype=float)[
+                (np.arange(24)[None, :] - uniq[:, None]) % 24].tolist()):
+            rows[i] = row
+        out["activity"][idx] = rows[inv.ravel()]
         for ch in MSG_CHANNELS:
             on = ch in enabled_channels
             r = rng.random(m) < seg.reach.get(ch, 1.0)
