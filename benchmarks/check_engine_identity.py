@@ -19,28 +19,15 @@ import tempfile
 import time
 
 import pandas as pd
-
-
-class NoPolicy:
-    """Answers no trigger (declared): the world model alone."""
-
-    name = "none@check"
-    trigger_kinds = frozenset()
-
-    def decide(self, ctx, rng):
-        return []
+from bench_engines import _policy as bench_policy  # this folder: "none" = the world alone
 
 
 def _policy(name: str):
-    if name == "none":
-        return NoPolicy()
     if name == "thompson":
         from omnisim.policies.bandits import ThompsonChannel
 
         return ThompsonChannel(update_every_h=48.0)
-    from omnisim.policies.registry import get_policy
-
-    return get_policy(name)
+    return bench_policy(name)
 
 
 def log_hash(log: pd.DataFrame) -> str:
