@@ -25,6 +25,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,6 +92,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS api_keys (
   key_hash TEXT PRIMARY KEY, label TEXT NOT NULL, created_us BIGINT NOT NULL);
 """
+#: Version of :data:`_SCHEMA` recorded in ``settings`` (a store at this version runs no DDL).
+SCHEMA_VERSION = hashlib.sha256(_SCHEMA.encode()).hexdigest()[:16]
+_DDL_ATTEMPTS = 5
+
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,33 @@ class Store:
         conn.execute("COMMIT")
 
     def create(self) -> None:
-        """Create the tables (idempotent) and the erasure salt."""
+        """Create the tables (idempotent) and the erasure salt.
+
+        A store whose ``settings`` already records this schema's version is left alone: no
+        DDL runs, so a process (re)starting next to busy workers takes no table locks (on
+        PostgreSQL ``CREATE INDEX IF NOT EXISTS`` locks its table even when the index exists,
+        which could deadlock with a worker's transaction). Otherwise the DDL runs in one
+        transaction behind an advisory lock, retried if PostgreSQL reports a deadlock."""
+        if self._schema_is_current():
+            return
+        for attempt in range(_DDL_ATTEMPTS):
+            try:
+                self._create_schema()
+                return
+            except Exception as exc:  # psycopg.errors.DeadlockDetected (PostgreSQL only)
+                if type(exc).__name__ != "DeadlockDetected" or attempt == _DDL_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
+    def _schema_is_current(self) -> bool:
+        """True when the tables exist and ``settings`` holds this code's schema version."""
+        if self.pg:
+            exists = self.one("SELECT to_regclass('settings') IS NOT NULL")
+        else:
+            exists = self.one("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'settings'")
+        return bool(exists and exists[0]) and self.setting("schema_version") == SCHEMA_VERSION
+
+    def _create_schema(self) -> None:
         serial = "BIGSERIAL PRIMARY KEY" if self.pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
         ddl = _SCHEMA.replace("{serial}", serial)
         with self.transaction():
@@ -233,6 +264,7 @@ class Store:
                     self.execute(stmt)
             self.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) "
                          "DO NOTHING", ("erase_salt", secrets.token_hex(16)))
+            self.set_setting("schema_version", SCHEMA_VERSION)
 
     def drop_schema(self) -> None:
         """Drop the PostgreSQL schema given in the URL (tests' clean-up)."""

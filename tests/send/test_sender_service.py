@@ -181,3 +181,25 @@ def test_an_erased_or_unknown_user_is_reported_not_raised(store_url, artifact_pa
     add_user(svc.store, "u1")
     out = svc.ingest([ev("k1", "ghost", "visit", at(0)), ev("k2", "u1", "visit", at(0))])
     assert out == ["unknown_user", "accepted"]
+
+
+def test_reopening_a_current_store_runs_no_ddl_next_to_a_busy_writer(store_url):
+    """A process (re)starting next to a worker mid-transaction must not wait on (or, on
+    PostgreSQL, deadlock with) its table locks: a store at this schema version runs no DDL.
+    Without the version check, ``CREATE INDEX IF NOT EXISTS`` waits for the writer's lock."""
+    from omnisim.send.store import SCHEMA_VERSION, Store
+
+    first = Store.open(store_url)
+    assert first.setting("schema_version") == SCHEMA_VERSION
+    busy = Store.open(store_url, create=False)
+    opened: list[Store] = []
+    with busy.transaction():  # a worker holding write locks on the tables it touches
+        busy.execute("INSERT INTO settings (name, value) VALUES ('busy', '1')")
+        busy.execute("DELETE FROM jobs WHERE due_us < 0")  # row-exclusive locks on indexed
+        busy.execute("DELETE FROM log WHERE ts_us < 0")    # tables, as a worker's transaction
+        t = threading.Thread(target=lambda: opened.append(Store.open(store_url)), daemon=True)
+        t.start()
+        t.join(timeout=10)
+        assert opened, "Store.open blocked behind a writer's transaction (DDL on a current schema)"
+    for s in (first, busy, *opened):
+        s.close()
