@@ -135,8 +135,17 @@ class Cap:
             return now - timedelta(hours=self.window_h), None
         return _calendar_window(now.astimezone(zone).date(), self.calendar, zone)
 
-    def in_window(self, ts: datetime, start: datetime) -> bool:
-        return ts > start if self.window_h is not None else ts >= start
+    def counted(self, sent: Sequence[Any], start: datetime, exempt_counts: bool,
+                exempt_tags: Sequence[str]) -> list[datetime]:
+        """Send times (sorted) this cap counts in its window from ``start``: sends on its
+        channel/tag, after ``start`` (rolling) or from it (calendar), and counting towards
+        caps (``exempt_counts`` or a tag not in ``exempt_tags``; see
+        :meth:`PressureRules.counts`). ``sent`` items have ``ts``, ``channel`` and ``tag``."""
+        ch, tag, rolling = self.channel, self.tag, self.window_h is not None
+        return sorted(s.ts for s in sent
+                      if (ch is None or s.channel == ch) and (tag is None or s.tag == tag)
+                      and (exempt_counts or s.tag not in exempt_tags)
+                      and (s.ts > start if rolling else s.ts >= start))
 
     def free_at(self, counted: Sequence[datetime], limit: int, start: datetime,
                 next_start: datetime | None) -> datetime:
@@ -308,7 +317,6 @@ class PressureRules:
                 return verdict
         holds: list[tuple[datetime, str]] = []
         windows = {} if windows is None else windows
-        exempt_counts, exempt_tags = self.exempt_counts, self.exempt_tags
         for i, cap in enumerate(self.caps):
             if not cap.applies(d.channel, d.tag):
                 continue
@@ -316,13 +324,7 @@ class PressureRules:
             if window is None:
                 window = windows[i] = cap.window(now, ctx.zone)
             start, next_start = window
-            # cap.applies(s.channel, s.tag) and self.counts(s.tag) and cap.in_window(s.ts, start)
-            c_ch, c_tag, rolling = cap.channel, cap.tag, cap.window_h is not None
-            counted = sorted(s.ts for s in sent
-                             if (c_ch is None or s.channel == c_ch)
-                             and (c_tag is None or s.tag == c_tag)
-                             and (exempt_counts or s.tag not in exempt_tags)
-                             and (s.ts > start if rolling else s.ts >= start))
+            counted = cap.counted(sent, start, self.exempt_counts, self.exempt_tags)
             limit = cap.limit(engaged)
             if len(counted) >= limit:
                 holds.append((cap.free_at(counted, limit, start, next_start), cap.reason))
