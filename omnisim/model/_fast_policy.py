@@ -12,6 +12,11 @@ policy, both pure conveniences for engines that decide for many users at once:
     one: :class:`~omnisim.model.engine_fast._EngineContext`) answers from consent alone. The
     engine then keeps no per-user history, unless pressure rules (which read it at admission)
     are attached.
+``history_events: frozenset[str]``
+    The engagement-log events ``decide`` reads from ``ctx.history`` (other than through
+    ``ctx.can_message``); pressure rules declare the same for ``admit``. The engine then
+    keeps only those events in the per-user history: the answers are the same, the scans
+    shorter. Undeclared: every event.
 ``decide_batch(ctxs: Sequence[Context], rng: Generator) -> list[list[Decision]]``
     Decisions for several independent contexts (different users) at once; element ``i``
     must be what ``decide(ctxs[i], rng_i)`` could have returned — the same distribution,
@@ -31,42 +36,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from omnisim.policies.base import Context, Decision
+from omnisim.policies.declarations import history_events, reads_history, trigger_kinds
 
-__all__ = ["trigger_kinds", "batch_decider", "needs_history"]
-
-
-def _passthrough(policy: Any) -> Any | None:
-    """The wrapped policy of a known pass-through wrapper, else ``None``."""
-    from omnisim.policies.holdout import HoldoutPolicy
-    from omnisim.policies.pressure import PressuredPolicy
-
-    if isinstance(policy, (PressuredPolicy, HoldoutPolicy)):
-        return policy.policy
-    return None
-
-
-def trigger_kinds(policy: Any) -> frozenset[str] | None:
-    """Trigger kinds ``policy`` may answer with decisions; ``None`` means "any kind".
-
-    Reads ``policy.trigger_kinds`` or, for a pass-through wrapper, the wrapped policy's.
-    """
-    kinds = getattr(policy, "trigger_kinds", None)
-    if kinds is not None:
-        return frozenset(kinds)
-    inner = _passthrough(policy)
-    return trigger_kinds(inner) if inner is not None else None
-
-
-def reads_history(policy: Any) -> bool:
-    """Whether ``policy.decide`` may read ``ctx.history`` beyond ``ctx.can_message``.
-
-    Reads ``policy.reads_history`` (default ``True``) or, for a pass-through wrapper, the
-    wrapped policy's (their own ``decide`` reads nothing but the user id)."""
-    declared = getattr(policy, "reads_history", None)
-    if declared is not None:
-        return bool(declared)
-    inner = _passthrough(policy)
-    return reads_history(inner) if inner is not None else True
+__all__ = ["trigger_kinds", "batch_decider", "needs_history", "history_events", "reads_history"]
 
 
 def needs_history(policy: Any, kinds: frozenset[str] | None = None) -> bool:

@@ -33,7 +33,10 @@ that validation is cheap. Per-user history
 (:class:`~omnisim.policies.base.HistoryEvent` deques, last ``HISTORY_DAYS`` days) is kept
 only when some context will read it (:func:`~omnisim.model._fast_policy.needs_history`): not
 for a policy that answers no trigger, nor for one declaring ``reads_history = False`` without
-pressure rules.
+pressure rules; and of it only the events the policy and its rules declare they read
+(:func:`~omnisim.policies.declarations.history_events`; journeys and ``PressureRules``
+declare theirs), which the contexts' ``can_message`` does not need (consent is cleared on
+``unsubscribed``).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from omnisim.log import CHANNELS, COLUMNS, EVENTS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
-from omnisim.model._fast_policy import batch_decider, needs_history, trigger_kinds
+from omnisim.model._fast_policy import batch_decider, history_events, needs_history, trigger_kinds
 from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
 from omnisim.policies.runtime import update_cadence
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
@@ -70,7 +73,9 @@ __all__ = ["simulate", "FastSimulationResult", "DEFAULT_CHUNK_USERS", "DEFAULT_S
 
 #: Users simulated together (and written as one Parquet part); part of the seed contract.
 DEFAULT_CHUNK_USERS = 50_000
-#: Hours of simulated time batched per step (does not change results, only batching).
+#: Hours of simulated time batched per step: batching only (the model and its event times
+#: are exact), but which events share a round orders the world's random draws, so like
+#: ``chunk_users`` it is part of the seed contract (same seed and step → identical log).
 DEFAULT_STEP_H = 1.0
 _EPS_H = runtime.DUE_TOLERANCE_H
 _MIN_DEFER_H = runtime.MIN_DEFER_H
@@ -339,7 +344,9 @@ class _Chunk:
         self.prof = activity_matrix(users)
         self.act_mean, self.act_max = self.prof.mean(axis=1), self.prof.max(axis=1)
         self.consent = np.column_stack([users[f"consent_{c}"].to_numpy(bool) for c in MSG_CHANNELS])
-        self.consent_rows: list[list[bool]] = self.consent.tolist()  # the same, as Python rows
+        # the same per user as a {channel: bool} mapping for contexts, built on first use and
+        # shared by the user's contexts; replaced (never changed) when the user unsubscribes
+        self.consent_maps: list[dict[str, bool] | None] = [None] * n
         self.affinity = np.column_stack([users[f"affinity_{c}"].to_numpy(float) for c in MSG_CHANNELS])
         col = lambda c: users[c].to_numpy(float)  # noqa: E731
         self.tol, self.visit_rate = col("fatigue_tolerance"), col("visit_rate_per_day")
@@ -396,6 +403,8 @@ class _Chunk:
         self.reuse_ctx = type(self.rules) is PressureRules
         # per-user history (HistoryEvents) only when some context will read it
         self.keep_history = needs_history(policy, self.kinds)
+        # ... and of it only the events the policy and its rules read (None: all)
+        self.keep_events = history_events(policy)
         self._init_timers()
 
     # --- time ------------------------------------------------------------------------
@@ -433,7 +442,7 @@ class _Chunk:
              reason: str | None = None, tag: str | None = None) -> None:
         self.rows.single.append((t, u, event, channel, action, message_id, campaign, policy,
                                  propensity, value, reason, tag))
-        if not self.keep_history:
+        if not self.keep_history or (self.keep_events is not None and event not in self.keep_events):
             return
         hist = self.history[u]
         if hist is None:
@@ -467,7 +476,7 @@ class _Chunk:
             channel = np.array(channel, dtype=np.int64)
         self.rows.block(n, (ts_h, us, event, channel, None, mids, camps, None, None, vals,
                             None, tags))
-        if not self.keep_history:
+        if not self.keep_history or (self.keep_events is not None and event not in self.keep_events):
             return
         if isinstance(channel, str):
             chans: Sequence[str] = [channel] * n
@@ -508,15 +517,15 @@ class _Chunk:
             while hist and hist[0].ts < cutoff:
                 hist.popleft()
             history = tuple(hist)
-        c = self.consent_rows[u]
+        consent = self.consent_maps[u]
+        if consent is None:
+            consent = self.consent_maps[u] = dict(zip(MSG_CHANNELS, self.consent[u].tolist()))
         # _EngineContext(user_id=…, …, trigger=…) without the frozen dataclass's __init__
         # (one object.__setattr__ per field): the same fields, in the same order
         ctx = _new_context(_EngineContext)
         ctx.__dict__.update(user_id=self.uid_l[u], now=now, timezone=self.tz_l[u],
-                            traits=self._traits(u),
-                            consent={MSG_CHANNELS[0]: c[0], MSG_CHANNELS[1]: c[1],
-                                     MSG_CHANNELS[2]: c[2]},
-                            history=history, trigger=trigger)
+                            traits=self._traits(u), consent=consent, history=history,
+                            trigger=trigger)
         return ctx
 
     # --- decisions ---------------------------------------------------------------------
@@ -735,8 +744,8 @@ class _Chunk:
         unsub = (d[:, 2] < p[:, 2]) & self.consent[users, c]
         if unsub.any():
             self.consent[users[unsub], c[unsub]] = False
-            for uu, cc in zip(users[unsub].tolist(), c[unsub].tolist()):
-                self.consent_rows[uu][cc] = False
+            for uu in users[unsub].tolist():
+                self.consent_maps[uu] = None  # rebuilt from self.consent on next use
             self._log_many(users[unsub], t[unsub], "unsubscribed", c[unsub], msgs=msgs[unsub])
         churn = d[:, 3] < p[:, 3]
         for i in np.flatnonzero(churn):  # sequential: one message's churn ends the user
@@ -1201,7 +1210,9 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         Users simulated together; bounds memory. Part of the seed contract (same seed and
         chunk size → identical log). A policy with ``partial_fit`` runs as one chunk.
     step_h
-        Hours of simulated time batched per step (performance only).
+        Hours of simulated time batched per step (performance; the same model and event
+        times, but the random draws are made in another order, so another ``step_h`` gives
+        another sample — part of the seed contract, like ``chunk_users``).
     flush_rows
         With ``out``: write a part whenever a chunk has logged this many rows.
     n_jobs

@@ -12,6 +12,10 @@ histories and triggers), follows its journey follow-ups a few steps, and checks 
 - the same context and the same rng seed give the same decisions (no hidden randomness,
   no clock reads);
 - the context is not mutated;
+- a policy that declares which history events it reads (``history_events``, or
+  ``reads_history = False``: none) decides the same on a history holding only those events
+  (unsubscribes folded into consent, as engines that trim history do); the same for its
+  rules' ``history_events`` and ``admit``;
 - if the policy carries pressure ``rules``, ``rules.admit`` accounts for every due pending
   exactly once, defers only to later times and gives every defer/drop a reason.
 """
@@ -29,6 +33,7 @@ import numpy as np
 from omnisim.policies.base import (
     CHANNELS, NO_ACTION, Context, Decision, FollowUp, HistoryEvent, Policy, Trigger,
 )
+from omnisim.policies.declarations import decide_events
 
 TIMEZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney",
              "America/Los_Angeles", "Asia/Kolkata")
@@ -125,7 +130,28 @@ def _check_one(policy: Policy, ctx: Context, seed: int) -> list[Decision]:
     if again != out:
         raise PolicyCheckError(f"{where}: not deterministic — the same context and rng seed gave "
                                f"{_brief(out)} then {_brief(again)}")
+    events = decide_events(policy)
+    if events is not None:
+        narrow = policy.decide(only_events(ctx, events), np.random.default_rng(seed))
+        if narrow != out:
+            raise PolicyCheckError(_undeclared(where, "decide()", events, _brief(out), _brief(narrow)))
     return out
+
+
+def only_events(ctx: Context, events: frozenset[str]) -> Context:
+    """``ctx`` with only ``events`` in its history, and ``consent`` cleared on channels the
+    user unsubscribed from (so ``can_message`` answers the same without the history): what
+    an engine that keeps only a policy's declared ``history_events`` hands it."""
+    consent = {ch: bool(ok) and ctx.can_message(ch) for ch, ok in ctx.consent.items()}
+    history = [h for h in ctx.history if h.event in events]
+    return Context(user_id=ctx.user_id, now=ctx.now, timezone=ctx.timezone, traits=ctx.traits,
+                   consent=consent, history=history, trigger=ctx.trigger)
+
+
+def _undeclared(where: str, what: str, events: frozenset[str], full: str, narrow: str) -> str:
+    return (f"{where}: declares it reads only {sorted(events)} from the history, but {what} "
+            f"answers {full} on the full history and {narrow} on those events alone; declare "
+            "every event it reads in history_events (or drop the declaration)")
 
 
 def _check_decision(d: object, ctx: Context, where: str) -> None:
@@ -160,6 +186,13 @@ def _check_rules(name: str, rules: object, contexts: Sequence[Context]) -> None:
                        ctx.now, ctx.now - timedelta(hours=i))
                for i, (ch, camp) in enumerate([("email", "a"), ("sms", "a"), ("push", "b"), ("email", "c")])]
         adm = rules.admit(due, ctx)
+        events = getattr(rules, "history_events", None)
+        if events is not None:
+            narrow = rules.admit(due, only_events(ctx, frozenset(events)))
+            if narrow != adm:
+                raise PolicyCheckError(_undeclared(f"{name}: rules.admit at {ctx.now.isoformat()}",
+                                                   "admit()", frozenset(events), repr(adm),
+                                                   repr(narrow)))
         ids = sorted([p.pending_id for p in adm.send] + [p.pending_id for p, _, _ in adm.defer]
                      + [p.pending_id for p, _ in adm.drop])
         where = f"{name}: rules.admit at {ctx.now.isoformat()} ({ctx.timezone})"

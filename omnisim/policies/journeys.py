@@ -173,6 +173,12 @@ class Journey:
         (docs/decision-core.md, "Batch decisions")."""
         return frozenset(self.triggers) | {"journey_step"}
 
+    @property
+    def history_events(self) -> frozenset[str]:
+        """The history events ``decide`` reads: its own sends (re-entry), ``exit_on`` and
+        the events its conditions name (docs/decision-core.md, "Batch decisions")."""
+        return frozenset({"sent", *self.exit_on, *(c.event for s in self.steps for c in s.when)})
+
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
 
@@ -316,8 +322,9 @@ class Journey:
             if h.ts <= entered_at:
                 break
             recent.append(h)
+        seen = {h.event for h in recent}
         for event in self.exit_on:
-            if any(h.event == event for h in recent):
+            if event in seen:
                 return [Decision(action=NO_ACTION, channel=NO_ACTION, propensity=p, policy=name,
                                  campaign=journey, meta=meta | {"exit": event})]
         ok = True
@@ -372,13 +379,22 @@ class JourneySet:
     def trigger_kinds(self) -> frozenset[str] | None:
         """The union of the journeys' trigger kinds; ``None`` (any kind) when one of them
         does not declare its own."""
-        kinds: set[str] = set()
+        return self._union("trigger_kinds")
+
+    @property
+    def history_events(self) -> frozenset[str] | None:
+        """The union of the journeys' ``history_events``; ``None`` (any event) when one of
+        them does not declare its own."""
+        return self._union("history_events")
+
+    def _union(self, declaration: str) -> frozenset[str] | None:
+        out: set[str] = set()
         for j in self.journeys:
-            k = getattr(j, "trigger_kinds", None)
-            if k is None:
+            declared = getattr(j, declaration, None)
+            if declared is None:
                 return None
-            kinds |= set(k)
-        return frozenset(kinds)
+            out |= set(declared)
+        return frozenset(out)
 
     def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
         out: list[Decision] = []

@@ -40,7 +40,7 @@ tags, not the flag), and counts towards caps only when ``exempt_counts`` is true
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -240,6 +240,18 @@ class PressureRules:
     channel_priority: tuple[str, ...] = ()
     name: str = "pressure@1"
 
+    @property
+    def history_events(self) -> frozenset[str]:
+        """The history events :meth:`admit` reads: ``sent``, and ``opened`` / ``clicked``
+        when a cap has ``engaged_max`` or an escalation is set (docs/decision-core.md)."""
+        engagement = self._adaptive_caps or bool(self.escalations)
+        return frozenset({"sent", *(ENGAGEMENT_EVENTS if engagement else ())})
+
+    @cached_property
+    def _adaptive_caps(self) -> bool:
+        """Whether a cap has ``engaged_max`` (then :meth:`admit` needs the engagement)."""
+        return any(c.engaged_max is not None for c in self.caps)
+
     # -- what counts -------------------------------------------------------------------
     def is_exempt(self, decision: Decision) -> bool:
         return decision.exempt or decision.tag in self.exempt_tags
@@ -260,12 +272,11 @@ class PressureRules:
         # past sends (history events and, below, this call's sends: both have ts, channel,
         # tag, campaign); engagement only matters to caps with an engaged_max
         sent: list[Any] = [h for h in ctx.history if h.event == "sent"]
-        engaged = (any(c.engaged_max is not None for c in self.caps)
-                   and self.is_engaged(ctx.history, now))
+        engaged = self._adaptive_caps and self.is_engaged(ctx.history, now)
         hour = local_hour(now, ctx.timezone)
         windows: dict[int, tuple[datetime, datetime | None]] = {}  # per cap, computed once
         out = Admission()
-        for p in sorted(due, key=self._order):
+        for p in (due if len(due) == 1 else sorted(due, key=self._order)):
             d = p.decision
             if not d.is_message:
                 out.drop.append((p, "no_message"))

@@ -402,6 +402,11 @@ class SendTimePolicy(BaseEstimator):
         """The inner policy's: the wrapper itself reads the user id, traits and timezone only."""
         return getattr(self.inner_policy, "reads_history", None)
 
+    @property
+    def history_events(self) -> frozenset[str] | None:
+        """The inner policy's (as :attr:`reads_history`)."""
+        return getattr(self.inner_policy, "history_events", None)
+
     def _check(self) -> SendTimeOptimizer:
         if not 0.0 <= float(self.explore) <= 1.0:
             raise ValueError(f"explore: expected a share in [0, 1], got {self.explore!r}")
