@@ -284,3 +284,25 @@ def test_bad_arguments():
         engine_fast.simulate(sc, get_policy("blast"), chunk_users=0, progress=False)
     with pytest.raises(ValueError, match="n_jobs"):
         engine_fast.simulate(sc, get_policy("blast"), n_jobs=0, progress=False)
+
+
+def test_collector_runs_less_often_during_a_run_and_is_restored(small):
+    import gc
+
+    class Records(Declared):
+        def decide(self, ctx, rng):
+            self.threshold = gc.get_threshold()
+            return super().decide(ctx, rng)
+
+    before = gc.get_threshold()
+    pol = Records()
+    engine_fast.simulate(small.replace(n_users=100, days=3), pol, progress=False)
+    assert pol.threshold[0] >= 100_000 and gc.get_threshold() == before
+
+    class Fails(Records):
+        def decide(self, ctx, rng):
+            raise ValueError("policy failed")
+
+    with pytest.raises(ValueError, match="policy failed"):
+        engine_fast.simulate(small.replace(n_users=100, days=3), Fails(), progress=False)
+    assert gc.get_threshold() == before

@@ -122,3 +122,19 @@ def test_engine_keeps_only_declared_events_and_the_log_does_not_change(monkeypat
             full = engine_fast.simulate(sc, get_policy(name), progress=False).log
         assert (trimmed["event"] == "sent").sum() > 50
         pd.testing.assert_frame_equal(trimmed, full)
+
+
+@pytest.mark.parametrize("chain", [["emial"], ["email", "push"], "sms-ish"])
+def test_check_policy_catches_a_fallback_the_sender_would_ignore(chain):
+    class Falls:
+        name = "falls@test"
+
+        def decide(self, ctx, rng):
+            if not ctx.can_message("email"):
+                return []
+            return [Decision("email", "email", 1.0, self.name, meta={"fallback": chain})]
+
+    with pytest.raises(PolicyCheckError, match=r"meta\['fallback'\]"):
+        check_policy(Falls())
+    ok = load_journey("browse_abandon")  # push step with fallback: email
+    assert any(s.fallback for s in ok.steps) and check_policy(ok) > 0

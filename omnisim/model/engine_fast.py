@@ -60,6 +60,7 @@ from omnisim.log import CHANNELS, COLUMNS, EVENTS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
+from omnisim.model._gc import fewer_gc_passes
 from omnisim.model._fast_policy import batch_decider, history_events, needs_history, trigger_kinds
 from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
 from omnisim.policies.runtime import update_cadence
@@ -1253,7 +1254,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         jobs = 1  # pragma: no cover - no fork (Windows): run here
     name = str(getattr(policy, "name", type(policy).__name__))
     with tqdm(total=sc.horizon_h * len(starts), unit="h", desc=f"simulate {name} (fast)",
-              disable=not progress, leave=False) as bar:
+              disable=not progress, leave=False) as bar, fewer_gc_passes():
         if jobs > 1:
             results = _run_parallel(run, jobs, bar)
         else:

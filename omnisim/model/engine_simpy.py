@@ -52,6 +52,7 @@ from omnisim.log import COLUMNS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
+from omnisim.model._gc import fewer_gc_passes
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
 from omnisim.model.scenario import Scenario
 from omnisim.policies import runtime
@@ -532,7 +533,8 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         users = users.reset_index(drop=True)
         sc = sc.replace(n_users=len(users)) if len(users) != sc.n_users else sc
     sim = _Sim(sc, policy, users, world_ss, policy_ss, wakeups)
-    log = sim.run(progress)
+    with fewer_gc_passes():
+        log = sim.run(progress)
     name = str(getattr(policy, "name", type(policy).__name__))
     return SimulationResult(log=log, users=users, scenario=sc, policy=name,
                             wall_s=time.perf_counter() - t0)

@@ -9,6 +9,7 @@ histories and triggers), follows its journey follow-ups a few steps, and checks 
   and in [0, 1]; ``policy`` names a version (``name@1``);
 - no message goes to a channel the user cannot be messaged on;
 - follow-ups are due at or after ``now`` and ``send_at`` is timezone-aware;
+- a ``meta["fallback"]`` chain names channels other than the message's own;
 - the same context and the same rng seed give the same decisions (no hidden randomness,
   no clock reads);
 - the context is not mutated;
@@ -169,9 +170,24 @@ def _check_decision(d: object, ctx: Context, where: str) -> None:
                                "(no consent, unreachable or unsubscribed)")
     if d.send_at is not None and d.send_at.tzinfo is None:
         raise PolicyCheckError(f"{where}: send_at must be timezone-aware (UTC)")
+    if d.meta.get("fallback") is not None:
+        _check_fallback(d, where)
     for fu in d.follow_ups:
         if not isinstance(fu, FollowUp) or fu.at.tzinfo is None or fu.at < ctx.now:
             raise PolicyCheckError(f"{where}: follow-up {fu!r} must be a FollowUp due at or after now (UTC)")
+
+
+def _check_fallback(d: Decision, where: str) -> None:
+    """``meta["fallback"]``: the channels the sender may re-send on (docs/sender.md) — a
+    channel or a list of channels other than the message's own; the sender ignores anything
+    else, so a typo would silently turn fallback off."""
+    chain = d.meta["fallback"]
+    items = [chain] if isinstance(chain, str) else chain
+    if (not d.is_message or not isinstance(items, (list, tuple))
+            or any(ch not in CHANNELS or ch == d.channel for ch in items)):
+        raise PolicyCheckError(f"{where}: meta['fallback'] must be a channel or a list of "
+                               f"channels ({', '.join(CHANNELS)}) other than the message's own, "
+                               f"on a message; got {chain!r} on a {d.channel!r} decision")
 
 
 def _check_rules(name: str, rules: object, contexts: Sequence[Context]) -> None:
