@@ -138,3 +138,11 @@ def test_check_policy_catches_a_fallback_the_sender_would_ignore(chain):
         check_policy(Falls())
     ok = load_journey("browse_abandon")  # push step with fallback: email
     assert any(s.fallback for s in ok.steps) and check_policy(ok) > 0
+
+
+def test_check_policy_catches_an_answer_to_an_undeclared_trigger_kind():
+    class Undeclared(ExitsOnPurchase):
+        trigger_kinds = frozenset({"signup"})  # but answers product views
+
+    with pytest.raises(PolicyCheckError, match=r"declares trigger_kinds \['signup'\].*'product_view'"):
+        check_policy(Undeclared())

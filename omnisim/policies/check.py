@@ -13,6 +13,7 @@ histories and triggers), follows its journey follow-ups a few steps, and checks 
 - the same context and the same rng seed give the same decisions (no hidden randomness,
   no clock reads);
 - the context is not mutated;
+- a policy that declares the trigger kinds it answers (``trigger_kinds``) answers no other;
 - a policy that declares which history events it reads (``history_events``, or
   ``reads_history = False``: none) decides the same on a history holding only those events
   (unsubscribes folded into consent, as engines that trim history do); the same for its
@@ -34,7 +35,7 @@ import numpy as np
 from omnisim.policies.base import (
     CHANNELS, NO_ACTION, Context, Decision, FollowUp, HistoryEvent, Policy, Trigger,
 )
-from omnisim.policies.declarations import decide_events
+from omnisim.policies.declarations import decide_events, trigger_kinds
 
 TIMEZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney",
              "America/Los_Angeles", "Asia/Kolkata")
@@ -131,6 +132,11 @@ def _check_one(policy: Policy, ctx: Context, seed: int) -> list[Decision]:
     if again != out:
         raise PolicyCheckError(f"{where}: not deterministic — the same context and rng seed gave "
                                f"{_brief(out)} then {_brief(again)}")
+    kinds = trigger_kinds(policy)
+    if out and kinds is not None and ctx.trigger.kind not in kinds:
+        raise PolicyCheckError(f"{where}: declares trigger_kinds {sorted(kinds)} but answered a "
+                               f"{ctx.trigger.kind!r} trigger with {_brief(out)}; engines skip "
+                               "undeclared kinds, so add it to trigger_kinds")
     events = decide_events(policy)
     if events is not None:
         narrow = policy.decide(only_events(ctx, events), np.random.default_rng(seed))
