@@ -7,7 +7,7 @@ wrappers (:class:`~omnisim.policies.pressure.PressuredPolicy`,
 :class:`~omnisim.policies.holdout.HoldoutPolicy`) are looked through when they do not
 declare: their own ``decide`` reads nothing but the user id, and their decisions are empty
 exactly when the wrapped policy's are. :func:`~omnisim.policies.check.check_policy` verifies
-``history_events`` declarations.
+``trigger_kinds`` and ``history_events`` (including ``reads_history = False``) declarations.
 """
 
 from __future__ import annotations
