@@ -402,10 +402,12 @@ class _Chunk:
         # PressureRules.admit reads only sent / opened / clicked history events, consent and
         # the time: an admission right after a decision can reuse the decision's context
         self.reuse_ctx = type(self.rules) is PressureRules
-        # per-user history (HistoryEvents) only when some context will read it
-        self.keep_history = needs_history(policy, self.kinds)
-        # ... and of it only the events the policy and its rules read (None: all)
-        self.keep_events = history_events(policy)
+        # the events kept in per-user history (HistoryEvents): none unless some context will
+        # read it, and then only those the policy and its rules read (undeclared: all)
+        declared = history_events(policy)
+        self.kept_events: frozenset[str] = (
+            frozenset() if not needs_history(policy, self.kinds)
+            else frozenset(EVENTS) if declared is None else declared)
         self._init_timers()
 
     # --- time ------------------------------------------------------------------------
@@ -443,7 +445,7 @@ class _Chunk:
              reason: str | None = None, tag: str | None = None) -> None:
         self.rows.single.append((t, u, event, channel, action, message_id, campaign, policy,
                                  propensity, value, reason, tag))
-        if not self.keep_history or (self.keep_events is not None and event not in self.keep_events):
+        if event not in self.kept_events:
             return
         hist = self.history[u]
         if hist is None:
@@ -477,7 +479,7 @@ class _Chunk:
             channel = np.array(channel, dtype=np.int64)
         self.rows.block(n, (ts_h, us, event, channel, None, mids, camps, None, None, vals,
                             None, tags))
-        if not self.keep_history or (self.keep_events is not None and event not in self.keep_events):
+        if event not in self.kept_events:
             return
         if isinstance(channel, str):
             chans: Sequence[str] = [channel] * n
