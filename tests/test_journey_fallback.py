@@ -240,10 +240,8 @@ def test_simulator_results_do_not_depend_on_fallback():
 
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    gw.default = Reply(410, {"error": "device token unregistered"})
-    yield gw
-    gw.close()
+    with Gateway(default=Reply(410, {"error": "device token unregistered"})) as gw:
+        yield gw
 
 
 def _providers(smtp_port: int, push_url: str):

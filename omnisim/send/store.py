@@ -97,7 +97,6 @@ SCHEMA_VERSION = hashlib.sha256(_SCHEMA.encode()).hexdigest()[:16]
 _DDL_ATTEMPTS = 5
 
 
-
 @dataclass(frozen=True)
 class DbUrl:
     """A parsed store URL: ``sqlite:///path.db`` or ``postgresql://…[?schema=NAME]``."""

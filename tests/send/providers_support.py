@@ -70,12 +70,13 @@ class Received:
 class Gateway:
     """A ThreadingHTTPServer on 127.0.0.1 that answers from a script of ``Reply``s.
 
-    When the script is empty it answers ``default``. Every request is recorded.
+    When the script is empty it answers ``default`` (``200 {"id": "gw-1"}`` unless given).
+    Every request is recorded. A context manager: ``with Gateway() as gw:`` closes it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, default: Reply | None = None) -> None:
         self.script: list[Reply] = []
-        self.default = Reply(200, {"id": "gw-1"})
+        self.default = default if default is not None else Reply(200, {"id": "gw-1"})
         self.requests: list[Received] = []
         self._lock = threading.Lock()
         gateway = self
@@ -116,6 +117,12 @@ class Gateway:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Gateway":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def free_port() -> int:

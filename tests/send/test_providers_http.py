@@ -19,17 +19,14 @@ BODY = {"to": "{address}", "text": "{body}", "ref": "{message_id}"}
 
 @pytest.fixture
 def gw() -> Iterator[Gateway]:
-    g = Gateway()
-    yield g
-    g.close()
+    with Gateway() as g:
+        yield g
 
 
 @pytest.fixture
 def gw2() -> Iterator[Gateway]:
-    g = Gateway()
-    g.default = Reply(200, {"id": "second-1"})
-    yield g
-    g.close()
+    with Gateway(default=Reply(200, {"id": "second-1"})) as g:
+        yield g
 
 
 @pytest.fixture

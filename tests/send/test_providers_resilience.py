@@ -45,8 +45,7 @@ def test_breaker_half_open_lets_one_probe_through():
 
 
 def test_provider_set_shared_by_threads_sends_each_message_once():
-    gw = Gateway()
-    try:
+    with Gateway() as gw:
         ps = ProviderSet.from_dict({"channels": {"sms": [{"type": "http", "url": gw.url,
                                                           "body": {"to": "{address}"}}]}},
                                    rng=random.Random(0))
@@ -67,8 +66,6 @@ def test_provider_set_shared_by_threads_sends_each_message_once():
         assert results == ["sent"] * 40
         keys = [r.headers["Idempotency-Key"] for r in gw.requests]
         assert len(keys) == 20 and len(set(keys)) == 20
-    finally:
-        gw.close()
 
 
 def test_adapter_bug_fails_over_and_releases_the_half_open_probe(monkeypatch):

@@ -38,9 +38,8 @@ PUSH_JOURNEY = {
 
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    yield gw
-    gw.close()
+    with Gateway() as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
