@@ -1,6 +1,7 @@
 """A journey step's ``fallback:`` key: parsing and its errors, ``Decision.meta["fallback"]``
-from ``decide`` and ``decide_batch``, artifacts, the simulator (unchanged), and the sender end
-to end (an HTTP push gateway answering 410, an aiosmtpd SMTP server)."""
+and ``meta["fallback_templates"]`` from ``decide`` and ``decide_batch``, ``check_policy``,
+artifacts, the simulator (unchanged), and the sender end to end (an HTTP push gateway
+answering 410, an aiosmtpd SMTP server)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from click.testing import CliRunner
 from omnisim.cli import main
 from omnisim.policies import Journey, JourneyError, Step, Trigger, load_journey, make_context
 from omnisim.policies.artifact import export_policy, load_artifact, policy_document, read_artifact
-from omnisim.policies.journeys import journey_from_dict
+from omnisim.policies.base import Decision
+from omnisim.policies.check import PolicyCheckError, check_policy
+from omnisim.policies.journeys import journey_from_dict, ordered_fallbacks
 from omnisim.policies.registry import load_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "send"))
@@ -57,6 +60,24 @@ def test_fallback_key_parses(value, expected):
     assert journey_from_dict(spec(value)).steps[1].fallback == expected
 
 
+@pytest.mark.parametrize("value, chain, templates", [
+    ({"email": "nudge_email"}, ("email",), (("email", "nudge_email"),)),
+    ({"sms": "nudge_sms", "email": "nudge_email"}, ("sms", "email"),  # the mapping's order
+     (("sms", "nudge_sms"), ("email", "nudge_email"))),
+    ({"email": None, "sms": "nudge_sms"}, ("email", "sms"), (("sms", "nudge_sms"),)),
+    ({"email": None}, ("email",), ()),
+    ({}, (), ()),
+    ([{"sms": "nudge_sms"}, "email"], ("sms", "email"), (("sms", "nudge_sms"),)),
+    ([{"email": None}], ("email",), ()),
+    ("email", ("email",), ()),
+    (["email", "sms"], ("email", "sms"), ()),
+])
+def test_fallback_templates_parse(value, chain, templates):
+    step = journey_from_dict(spec(value)).steps[1]
+    assert (step.fallback, step.fallback_templates) == (chain, templates)
+    hash(step)  # still hashable
+
+
 def test_yaml_file_with_fallback(tmp_path):
     f = tmp_path / "j.yaml"
     f.write_text("name: j\ntriggers: [product_view]\nsteps:\n"
@@ -67,10 +88,28 @@ def test_yaml_file_with_fallback(tmp_path):
     assert [s.fallback for s in j.steps] == [("email",), ("email", "push"), ()]
 
 
-def test_builtin_browse_push_falls_back_to_email():
-    steps = {s.id: s for s in load_journey("browse_abandon").steps}
+def test_yaml_file_with_fallback_templates(tmp_path):
+    f = tmp_path / "j.yaml"
+    f.write_text("name: j\ntriggers: [product_view]\nsteps:\n"
+                 "  - id: p\n    channel: push\n    fallback:\n      sms: p_sms\n      email: p_email\n"
+                 "  - {id: s, channel: sms, delay_h: 1, fallback: {push: null, email: s_email}}\n"
+                 "  - {id: e, channel: email, delay_h: 1, fallback: [{sms: e_sms}, push]}\n")
+    j = load_journey(f)
+    assert [(s.fallback, s.fallback_templates) for s in j.steps] == [
+        (("sms", "email"), (("sms", "p_sms"), ("email", "p_email"))),
+        (("push", "email"), (("email", "s_email"),)),
+        (("sms", "push"), (("sms", "e_sms"),))]
+
+
+def test_builtin_browse_push_falls_back_to_email_with_the_email_template():
+    j = load_journey("browse_abandon")
+    steps = {s.id: s for s in j.steps}
+    assert j.name == "browse_abandon@3"
     assert steps["browse_push"].fallback == ("email",)
+    assert steps["browse_push"].fallback_templates == (("email", "browse_email"),)
+    assert steps["browse_push"].template == "browse_push"
     assert steps["browse_email"].fallback is None and steps["check_cart"].fallback is None
+    assert steps["browse_email"].fallback_templates == () == steps["check_cart"].fallback_templates
 
 
 FALLBACK_ERRORS = [
@@ -90,12 +129,36 @@ FALLBACK_ERRORS = [
                       "message), got str 'email'"),
     ([], "none", "steps[1].fallback: expected no fallback on a 'channel: none' step (it sends no "
                  "message), got list []"),
-    (3, "push", "steps[1].fallback: expected a channel (email, sms, push) or a list of channels, got int 3"),
-    ({"push": "email"}, "push", "steps[1].fallback: expected a channel (email, sms, push) or a list of "
-                                "channels, got dict"),
+    (3, "push", "steps[1].fallback: expected a channel (email, sms, push), a list of channels, or a "
+                "mapping channel -> template, got int 3"),
     ([["email"]], "push", "steps[1].fallback[0]: expected a string, got list ['email']"),
-    (True, "push", "steps[1].fallback: expected a channel (email, sms, push) or a list of channels, "
-                   "got bool True"),
+    (True, "push", "steps[1].fallback: expected a channel (email, sms, push), a list of channels, or a "
+                   "mapping channel -> template, got bool True"),
+    # the mapping form: channel keys as in the list form, then templates
+    ({"push": "email"}, "push", "steps[1].fallback.push: expected a channel other than the step's own "
+                                "(push), got str 'push'"),
+    ({"fax": "t"}, "push", "steps[1].fallback.fax: expected one of email, sms, push (a channel to "
+                           "re-send on; 'fallback: []' forbids fallback), got str 'fax'"),
+    ({"none": None}, "push", "steps[1].fallback.none: expected one of email, sms, push"),
+    ({1: "t"}, "push", "steps[1].fallback.1: expected a string, got int 1"),
+    ({"email": 3}, "push", "steps[1].fallback.email: expected a template name (a non-empty string), "
+                           "or null for none, got int 3"),
+    ({"email": "ok", "sms": ""}, "push", "steps[1].fallback.sms: expected a template name (a non-empty "
+                                         "string), or null for none, got str ''"),
+    ({"email": ["t"]}, "push", "steps[1].fallback.email: expected a template name"),
+    ({"email": "t"}, "none", "steps[1].fallback: expected no fallback on a 'channel: none' step (it "
+                             "sends no message), got dict {'email': 't'}"),
+    ({"email": "t"}, "email", "steps[1].fallback.email: expected a channel other than the step's own "
+                              "(email)"),
+    # one-entry mappings in the list form
+    (["sms", {"email": 4}], "push", "steps[1].fallback[1].email: expected a template name (a non-empty "
+                                    "string), or null for none, got int 4"),
+    ([{"email": "a", "sms": "b"}], "push", "steps[1].fallback[0]: expected a channel or a one-entry "
+                                           "mapping {channel: template}, got dict"),
+    ([{}], "push", "steps[1].fallback[0]: expected a channel or a one-entry mapping"),
+    (["email", {"email": "t"}], "push", "steps[1].fallback[1]: expected each channel at most once, "
+                                        "got str 'email'"),
+    ([{"fax": "t"}], "push", "steps[1].fallback[0]: expected one of email, sms, push"),
 ]
 
 
@@ -129,6 +192,40 @@ def test_python_steps_are_validated_too(fallback, message):
         Journey("fb", ("product_view",), (Step("w", "none", fallback=("email",)),))
 
 
+@pytest.mark.parametrize("fallback, templates, message", [
+    (None, (("email", "t"),), "fb.steps[0].fallback_templates[0][0]: expected a channel of the step's "
+                              "fallback chain (it has no fallback), got str 'email'"),
+    (("email",), (("sms", "t"),), "fb.steps[0].fallback_templates[0][0]: expected a channel of the "
+                                  "step's fallback chain (it has fallback ['email']), got str 'sms'"),
+    ((), (("email", "t"),), "fb.steps[0].fallback_templates[0][0]: expected a channel of the step's "
+                            "fallback chain (it has fallback []), got str 'email'"),
+    (("email", "sms"), (("email", "a"), ("email", "b")),
+     "fb.steps[0].fallback_templates[1][0]: expected each channel at most once, got str 'email'"),
+    (("email",), (("email", ""),), "fb.steps[0].fallback_templates[0][1]: expected a template name (a "
+                                   "non-empty string), got str ''"),
+    (("email",), (("email", None),), "fb.steps[0].fallback_templates[0][1]: expected a template name"),
+    (("email",), (("email",),), "fb.steps[0].fallback_templates[0]: expected a (channel, template) "
+                                "pair, got tuple ('email',)"),
+    (("email",), {"email": "t"}, "fb.steps[0].fallback_templates: expected a tuple of (channel, "
+                                 "template) pairs, got dict"),
+])
+def test_python_fallback_templates_are_validated(fallback, templates, message):
+    with pytest.raises(JourneyError) as exc:
+        Journey("fb", ("product_view",), (Step("p", "push", fallback=fallback, fallback_templates=templates),))
+    assert message in str(exc.value)
+
+
+def test_message_meta_names_fallback_templates_only_when_some_are_named():
+    named = Step("p", "push", template="p_push", fallback=("sms", "email"),
+                 fallback_templates=(("sms", "p_sms"), ("email", "p_email")))
+    assert named.message_meta == {"template": "p_push", "fallback": ["sms", "email"],
+                                  "fallback_templates": {"sms": "p_sms", "email": "p_email"}}
+    assert list(named.message_meta["fallback_templates"]) == ["sms", "email"]
+    assert named.message_meta["fallback_templates"] is not named.message_meta["fallback_templates"]
+    assert Step("p", "push", fallback=("email",)).message_meta == {"template": "p", "fallback": ["email"]}
+    assert Step("p", "push").message_meta == {"template": "p"}
+
+
 # -- decisions --------------------------------------------------------------------------------
 
 def _walk(journey: Journey, consent: dict[str, bool] | None = None) -> list[list]:
@@ -157,6 +254,58 @@ def test_decisions_carry_meta_fallback_from_decide_and_decide_batch(value, meta)
         assert nudge.meta["fallback"] is not _walk(j)[1][0].meta["fallback"]
 
 
+@pytest.mark.parametrize("value, templates", [
+    ({"email": "nudge_email"}, {"email": "nudge_email"}),
+    ({"sms": "nudge_sms", "email": None}, {"sms": "nudge_sms"}),
+    ([{"email": None}, "sms"], None),
+    ("email", None),
+])
+def test_decisions_carry_fallback_templates_from_decide_and_decide_batch(value, templates):
+    (intro,), (nudge,) = _walk(journey_from_dict(spec(value)))  # _walk: decide == decide_batch
+    assert "fallback_templates" not in intro.meta
+    assert nudge.meta.get("fallback_templates") == templates
+    assert nudge.meta["template"] == "nudge"  # the push's own template is unchanged
+    assert nudge.meta["fallback"] == list(journey_from_dict(spec(value)).steps[1].fallback)
+
+
+def test_check_policy_accepts_journeys_with_fallback_templates():
+    j = journey_from_dict(spec({"sms": "nudge_sms", "email": "nudge_email"}))
+    assert check_policy(j) > 0
+
+
+@pytest.mark.parametrize("meta", [
+    {"fallback": ["email"], "fallback_templates": {"sms": "t"}},        # not in the chain
+    {"fallback": ["email"], "fallback_templates": {"email": ""}},       # empty name
+    {"fallback": ["email"], "fallback_templates": {"email": 3}},        # not a string
+    {"fallback": ["email"], "fallback_templates": [("email", "t")]},    # not a dict
+    {"fallback": [], "fallback_templates": {"email": "t"}},            # fallback forbidden
+    {"fallback_templates": {"push": "t"}},                             # the message's own channel
+    {"fallback_templates": {"fax": "t"}},
+])
+def test_check_policy_rejects_bad_fallback_templates(meta):
+    class Falls:
+        name = "falls@test"
+
+        def decide(self, ctx, rng):
+            return [Decision("push", "push", 1.0, self.name, meta=dict(meta))] if ctx.can_message("push") else []
+
+    with pytest.raises(PolicyCheckError, match=r"meta\['fallback_templates'\] must be a dict channel -> "
+                                               r"template name"):
+        check_policy(Falls())
+
+
+def test_check_policy_accepts_fallback_templates_for_the_sender_default_chain():
+    """No ``meta["fallback"]``: the chain is the sender's ``--fallback``; any other channel."""
+    class Named:
+        name = "named@test"
+
+        def decide(self, ctx, rng):
+            meta = {"template": "p", "fallback_templates": {"email": "e", "sms": "s"}}
+            return [Decision("push", "push", 1.0, self.name, meta=meta)] if ctx.can_message("push") else []
+
+    assert check_policy(Named()) > 0
+
+
 def test_no_fallback_on_decisions_that_do_not_message():
     j = journey_from_dict(spec("email"))
     (_, (nudge,)) = _walk(j, consent={"email": True, "sms": True, "push": False})
@@ -175,6 +324,8 @@ def test_builtin_journeys_batch_equals_decide_with_fallback():
     assert [j.decide(c, RNG) for c in steps] == j.decide_batch(steps, RNG)
     pushes = [d for ds in j.decide_batch(steps, RNG) for d in ds if d.channel == "push"]
     assert pushes and all(d.meta["fallback"] == ["email"] for d in pushes)
+    assert all(d.meta["fallback_templates"] == {"email": "browse_email"} for d in pushes)
+    assert all(d.meta["template"] == "browse_push" for d in pushes)
 
 
 # -- artifacts --------------------------------------------------------------------------------
@@ -192,15 +343,70 @@ def test_artifact_round_trip_keeps_fallback(tmp_path):
     assert read_artifact(again)["parameters"]["journeys"] == params["journeys"]
 
 
+def test_artifact_round_trip_keeps_fallback_templates_and_their_order(tmp_path):
+    """The artifact's JSON sorts keys: a mapping ``{sms: …, email: …}`` is exported as a list
+    of one-entry mappings, so the chain stays sms first."""
+    mapping = {"sms": "nudge_sms", "email": "nudge_email"}
+    doc = {"name": "ordered", "journeys": [spec(mapping), spec({"email": None}, name="fb_null")],
+           "pressure": "default"}
+    path = export_policy(doc, tmp_path / "p.json")
+    params = read_artifact(path)["parameters"]
+    assert params["journeys"][0]["steps"][1]["fallback"] == [{"sms": "nudge_sms"}, {"email": "nudge_email"}]
+    assert params["journeys"][1]["steps"][1]["fallback"] == [{"email": None}]
+    assert doc["journeys"][0]["steps"][1]["fallback"] == mapping  # the caller's document untouched
+    loaded = {j.journey: j.steps[1] for j in load_artifact(path).policy.journeys}
+    direct = journey_from_dict(spec(mapping)).steps[1]
+    assert loaded["fb"] == direct
+    assert loaded["fb"].fallback == ("sms", "email")
+    assert loaded["fb"].fallback_templates == (("sms", "nudge_sms"), ("email", "nudge_email"))
+    assert (loaded["fb_null"].fallback, loaded["fb_null"].fallback_templates) == (("email",), ())
+    again = export_policy(params, tmp_path / "again.json")
+    assert read_artifact(again)["parameters"]["journeys"] == params["journeys"]
+
+
+def test_documents_without_a_fallback_mapping_export_unchanged():
+    """``ordered_fallbacks`` hands back the very same document unless a step's fallback is a
+    mapping: artifacts of such journeys are byte-identical to before."""
+    for name in ("seed_journey", "welcome", "cart_abandon", "reactivation"):
+        doc = policy_document(name)["journeys"][0]
+        assert ordered_fallbacks(doc) is doc
+    for value in ("email", ["email", "sms"], [], None, [{"email": "t"}]):
+        doc = spec(value)
+        assert ordered_fallbacks(doc) is doc
+    for bad in (None, "x", {"steps": "x"}, {"name": "n"}):
+        assert ordered_fallbacks(bad) is bad
+    mixed = {"name": "m", "steps": [{"id": "a", "channel": "push", "fallback": {"sms": "s", "email": None}},
+                                    {"id": "b", "channel": "push", "fallback": "email"}, "junk"]}
+    out = ordered_fallbacks(mixed)
+    assert out["steps"] == [{"id": "a", "channel": "push", "fallback": [{"sms": "s"}, {"email": None}]},
+                            mixed["steps"][1], "junk"]
+    assert mixed["steps"][0]["fallback"] == {"sms": "s", "email": None}
+
+
+def test_an_older_artifact_without_templates_still_loads(tmp_path):
+    """The built-in journey as version 2 exported it (``fallback: email``, no templates)."""
+    doc = policy_document("browse_abandon+pressure")
+    old = copy.deepcopy(doc)
+    old["journeys"][0]["version"] = 2
+    old["journeys"][0]["steps"][1]["fallback"] = "email"
+    path = export_policy(old, tmp_path / "v2.json")
+    assert read_artifact(path)["parameters"]["journeys"][0]["steps"][1]["fallback"] == "email"
+    step = load_artifact(path).policy.step("browse_push")
+    assert (step.fallback, step.fallback_templates) == (("email",), ())
+    assert "fallback_templates" not in step.message_meta
+
+
 def test_policy_document_and_cli_export_keep_builtin_fallback(tmp_path):
     doc = policy_document("browse_abandon+pressure")
-    assert doc["journeys"][0]["steps"][1]["fallback"] == "email"
+    assert doc["journeys"][0]["steps"][1]["fallback"] == [{"email": "browse_email"}]
     out = tmp_path / "browse.json"
     r = CliRunner().invoke(main, ["policy", "export", "browse_abandon+pressure", "--out", str(out)])
     assert r.exit_code == 0, r.output
     body = json.loads(out.read_text())
-    assert body["parameters"]["journeys"][0]["steps"][1]["fallback"] == "email"
-    assert load_artifact(out).policy.step("browse_push").fallback == ("email",)
+    assert body["parameters"]["journeys"][0]["steps"][1]["fallback"] == [{"email": "browse_email"}]
+    step = load_artifact(out).policy.step("browse_push")
+    assert (step.fallback, step.fallback_templates) == (("email",), (("email", "browse_email"),))
+    assert load_artifact(out).policy.name == "browse_abandon@3"
 
 
 def test_policy_yaml_file_export_keeps_fallback(tmp_path):
@@ -211,6 +417,19 @@ def test_policy_yaml_file_export_keeps_fallback(tmp_path):
     r = CliRunner().invoke(main, ["policy", "export", str(tmp_path / "policy.yaml"), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert read_artifact(out)["parameters"]["journeys"][0]["steps"][0]["fallback"] == ["email", "sms"]
+
+
+def test_policy_yaml_file_export_keeps_the_fallback_mapping_order(tmp_path):
+    (tmp_path / "j.yaml").write_text(
+        "name: j\ntriggers: [product_view]\nsteps:\n"
+        "  - {id: p, channel: push, fallback: {sms: p_sms, email: p_email}}\n")
+    (tmp_path / "policy.yaml").write_text("journeys: [j.yaml]\npressure: default\n")
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(main, ["policy", "export", str(tmp_path / "policy.yaml"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    step = load_artifact(out).policy.steps[0]
+    assert step.fallback == ("sms", "email")
+    assert step.fallback_templates == (("sms", "p_sms"), ("email", "p_email"))
 
 
 def test_simulator_results_do_not_depend_on_fallback():
@@ -321,8 +540,9 @@ def test_journey_fallback_empty_overrides_the_sender_default(store_url, tmp_path
 
 
 def test_builtin_browse_abandon_push_falls_back_in_the_sender(store_url, tmp_path, smtpd, gateway):
-    """The built-in journey as exported: the 2-hour push refused with 410 becomes an email,
-    and the journey's own next-morning email (for users without a push) does not follow."""
+    """The built-in journey as exported: the 2-hour push refused with 410 becomes an email
+    with the email template (``browse_email``, not the push's ``browse_push``), and the
+    journey's own next-morning email (for users without a push) does not follow."""
     from omnisim.send.clock import ManualClock
     from omnisim.send.worker import Worker
 
@@ -339,3 +559,11 @@ def test_builtin_browse_abandon_push_falls_back_in_the_sender(store_url, tmp_pat
     mail = [r for r in log_rows(svc.store, "u1") if r["event"] == "sent" and r["channel"] == "email"]
     assert [r["reason"] for r in mail] == ["fallback for u1-m1 (push)"]
     assert len(box.messages) == 1
+    msg = email.message_from_bytes(box.messages[0]["raw"], policy=email.policy.default)
+    assert msg["Subject"] == "browse_email"
+    assert msg.get_content().strip() == "[browse_abandon] browse_email"
+    push_body, mail_body = (json.loads(svc.store.one("SELECT body FROM outbox WHERE message_id = ?", (m,))[0])
+                            for m in ("u1-m1", "u1-m2"))
+    assert push_body["template"] == "browse_push" and mail_body["template"] == "browse_email"
+    assert "template_channel" not in mail_body["meta"]
+    assert json.loads(gateway.requests[0].body)["text"] == "[browse_abandon] browse_push"

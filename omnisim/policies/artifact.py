@@ -93,13 +93,15 @@ def _yaml_file(path: Path, what: str) -> dict[str, Any]:
 
 
 def _journey_doc(item: Any, root: Path) -> dict[str, Any]:
-    from omnisim.policies.journeys import BUILTIN_DIR, builtin_journeys
+    """A journey inlined: mapping-form step fallbacks become order-keeping lists
+    (:func:`~omnisim.policies.journeys.ordered_fallbacks`; the artifact's JSON sorts keys)."""
+    from omnisim.policies.journeys import BUILTIN_DIR, builtin_journeys, ordered_fallbacks
 
     if isinstance(item, Mapping):
-        return dict(item)
+        return ordered_fallbacks(dict(item))
     if item in builtin_journeys():
-        return _yaml_file(BUILTIN_DIR / f"{item}.yaml", "a journey")
-    return _yaml_file(root / item, "a journey")
+        return ordered_fallbacks(_yaml_file(BUILTIN_DIR / f"{item}.yaml", "a journey"))
+    return ordered_fallbacks(_yaml_file(root / item, "a journey"))
 
 
 def _rules_doc(item: Any, root: Path) -> dict[str, Any]:

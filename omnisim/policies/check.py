@@ -9,7 +9,8 @@ histories and triggers), follows its journey follow-ups a few steps, and checks 
   and in [0, 1]; ``policy`` names a version (``name@1``);
 - no message goes to a channel the user cannot be messaged on;
 - follow-ups are due at or after ``now`` and ``send_at`` is timezone-aware;
-- a ``meta["fallback"]`` chain names channels other than the message's own;
+- a ``meta["fallback"]`` chain names channels other than the message's own, and
+  ``meta["fallback_templates"]`` maps channels of that chain to template names;
 - the same context and the same rng seed give the same decisions (no hidden randomness,
   no clock reads);
 - the context is not mutated;
@@ -178,6 +179,8 @@ def _check_decision(d: object, ctx: Context, where: str) -> None:
         raise PolicyCheckError(f"{where}: send_at must be timezone-aware (UTC)")
     if d.meta.get("fallback") is not None:
         _check_fallback(d, where)
+    if d.meta.get("fallback_templates") is not None:
+        _check_fallback_templates(d, where)
     for fu in d.follow_ups:
         if not isinstance(fu, FollowUp) or fu.at.tzinfo is None or fu.at < ctx.now:
             raise PolicyCheckError(f"{where}: follow-up {fu!r} must be a FollowUp due at or after now (UTC)")
@@ -194,6 +197,26 @@ def _check_fallback(d: Decision, where: str) -> None:
         raise PolicyCheckError(f"{where}: meta['fallback'] must be a channel or a list of "
                                f"channels ({', '.join(CHANNELS)}) other than the message's own, "
                                f"on a message; got {chain!r} on a {d.channel!r} decision")
+
+
+def _check_fallback_templates(d: Decision, where: str) -> None:
+    """``meta["fallback_templates"]``: a dict channel → template name (a non-empty string)
+    for the channels the message may fall back to — those of ``meta["fallback"]`` when the
+    policy set it, else any message channel other than its own (the sender's ``--fallback``
+    default decides the chain). The sender uses the template of the channel it falls back
+    to; a channel outside the chain would never be used, a typo would silently keep the
+    original channel's template."""
+    templates = d.meta["fallback_templates"]
+    chain = d.meta.get("fallback")
+    allowed = ([chain] if isinstance(chain, str) else list(chain)) if chain is not None else [
+        ch for ch in CHANNELS if ch != d.channel]
+    if (not d.is_message or not isinstance(templates, dict)
+            or any(ch not in allowed or ch == d.channel or not isinstance(t, str) or not t.strip()
+                   for ch, t in templates.items())):
+        raise PolicyCheckError(f"{where}: meta['fallback_templates'] must be a dict channel -> "
+                               f"template name (a non-empty string) whose channels are in the "
+                               f"fallback chain {allowed}, on a message; got {templates!r} on a "
+                               f"{d.channel!r} decision")
 
 
 def _check_rules(name: str, rules: object, contexts: Sequence[Context]) -> None:

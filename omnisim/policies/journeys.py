@@ -30,12 +30,18 @@ What the journey relies on from the history (``Context.history``):
 Later steps set ``meta["dedup"] = False``: a journey's follow-up on another channel is a
 deliberate sequence, not a duplicate, for the pressure rules' dedup.
 
-Channel fallback (``fallback``, sender only): a step's ``fallback`` — a channel or a list of
-channels, in order — goes into ``Decision.meta["fallback"]`` (a list) of the message it
-sends. The production sender re-sends a message the providers answer undeliverable or refuse
-for good (a push gateway's 410) on that chain; ``fallback: []`` forbids it even when the
-sender has a ``--fallback`` default; no key leaves the sender's default. The simulator does
-not re-route bounces, so ``fallback`` does not change simulated results (docs/sender.md,
+Channel fallback (``fallback``, sender only): a step's ``fallback`` — a channel, a list of
+channels, or an ordered mapping channel → template (``{email: browse_email}``; a ``null``
+template names none) — goes into ``Decision.meta["fallback"]`` (a list) of the message it
+sends, and the named templates into ``Decision.meta["fallback_templates"]`` (a dict channel
+→ template, only when some are named). The production sender re-sends a message the
+providers answer undeliverable or refuse for good (a push gateway's 410) on that chain, with
+the template named for the channel it falls back to (without one, the original template,
+marked with ``meta["template_channel"]``); ``fallback: []`` forbids it even when the sender
+has a ``--fallback`` default; no key leaves the sender's default. A list item may itself be
+a one-entry mapping (``[{email: browse_email}, sms]``): the form exported artifacts use,
+since their JSON sorts mapping keys (:func:`ordered_fallbacks`). The simulator does not
+re-route bounces, so ``fallback`` does not change simulated results (docs/sender.md,
 "Channel fallback").
 
 YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
@@ -55,6 +61,7 @@ YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
       - id: visit_push
         channel: push
         fallback: email           # optional, sender only: email | [email, sms] | [] (none)
+                                  # | {email: visit_email, sms: visit_sms} (with templates)
 """
 
 from __future__ import annotations
@@ -112,7 +119,10 @@ class Step:
     """One journey step: wait (``delay_h`` hours, then until ``at_local_hour``), check
     ``when``, message on ``channel`` (``none`` for a pure branch/wait step). ``fallback``:
     the channels the sender may re-send on if the message is undeliverable (``()`` forbids
-    it, ``None`` leaves the sender's default); sent as ``Decision.meta["fallback"]``."""
+    it, ``None`` leaves the sender's default); sent as ``Decision.meta["fallback"]``.
+    ``fallback_templates``: ``(channel, template)`` pairs, in chain order, naming the
+    template of the re-sent message on each of those channels (channels without one are
+    left out); sent as ``Decision.meta["fallback_templates"]``."""
 
     id: str
     channel: str
@@ -126,13 +136,17 @@ class Step:
     priority: int = 0
     expected_value: float = 0.0
     fallback: tuple[str, ...] | None = None
+    fallback_templates: tuple[tuple[str, str], ...] = ()
 
     @property
     def message_meta(self) -> dict[str, Any]:
-        """Meta keys of the message this step sends, besides step, entry and dedup."""
+        """Meta keys of the message this step sends, besides step, entry and dedup: a new
+        dict (and new lists) on every call, so decisions share no mutable value."""
         meta: dict[str, Any] = {"template": self.template or self.id}
         if self.fallback is not None:
             meta["fallback"] = list(self.fallback)
+        if self.fallback_templates:
+            meta["fallback_templates"] = dict(self.fallback_templates)
         return meta
 
     def due(self, after: datetime, timezone: str) -> datetime:
@@ -442,6 +456,7 @@ def _validate(j: Journey) -> None:
             if isinstance(s.fallback, str) or not isinstance(s.fallback, (tuple, list)):
                 raise _spec.fail(E, f"{p}.fallback", "a tuple of channels", s.fallback)
             _check_fallback(tuple(s.fallback), s.channel, f"{p}.fallback")
+        _check_fallback_templates(s, f"{p}.fallback_templates")
         for k, c in enumerate(s.when):
             if c.event not in EVENTS:
                 raise _spec.fail(E, f"{p}.when[{k}].event", "an engagement-log event", c.event)
@@ -453,15 +468,18 @@ def _validate(j: Journey) -> None:
         raise E(f"{j.journey}.triggers: journey_step is reserved for follow-ups")
 
 
-def _check_fallback(chain: tuple[Any, ...], channel: str, where: str, single: bool = False) -> None:
+def _check_fallback(chain: tuple[Any, ...], channel: str, where: str, single: bool = False,
+                    paths: Sequence[str] | None = None, given: Any = ...) -> None:
     """A step's fallback chain: message channels other than the step's own, each once, and
-    only on a step that messages. ``single``: the YAML gave one channel, not a list."""
+    only on a step that messages. ``single``: the YAML gave one channel, not a list;
+    ``paths``: the key path of each channel (default ``where[i]``); ``given``: the value
+    shown when the step cannot have a fallback (default: the chain)."""
     E = JourneyError
     if channel == NO_ACTION:
-        raise _spec.fail(E, where, "no fallback on a 'channel: none' step (it sends no message)",
-                         chain[0] if single else list(chain))
+        shown = given if given is not ... else chain[0] if single else list(chain)
+        raise _spec.fail(E, where, "no fallback on a 'channel: none' step (it sends no message)", shown)
     for i, ch in enumerate(chain):
-        at = where if single else f"{where}[{i}]"
+        at = paths[i] if paths is not None else where if single else f"{where}[{i}]"
         if not isinstance(ch, str):
             raise _spec.fail(E, at, "a string", ch)
         if ch not in CHANNELS:
@@ -473,19 +491,91 @@ def _check_fallback(chain: tuple[Any, ...], channel: str, where: str, single: bo
             raise _spec.fail(E, at, "each channel at most once", ch)
 
 
-def _fallback(s: Mapping[str, Any], path: str) -> tuple[str, ...] | None:
-    """``fallback:`` of a step mapping: a channel or a list of channels (``[]``: none)."""
-    where = _spec.join(path, "fallback")
+def _check_fallback_templates(s: Step, where: str) -> None:
+    """``Step.fallback_templates``: ``(channel, template)`` pairs, each channel once and in
+    the step's ``fallback`` chain, each template a non-empty string."""
+    E, pairs = JourneyError, s.fallback_templates
+    if not isinstance(pairs, tuple):
+        raise _spec.fail(E, where, "a tuple of (channel, template) pairs", pairs)
+    seen: list[str] = []
+    for i, pair in enumerate(pairs):
+        at = f"{where}[{i}]"
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise _spec.fail(E, at, "a (channel, template) pair", pair)
+        ch, template = pair
+        if s.fallback is None or ch not in s.fallback:
+            chain = "no fallback" if s.fallback is None else "fallback " + repr(list(s.fallback))
+            raise _spec.fail(E, f"{at}[0]", f"a channel of the step's fallback chain (it has "
+                             f"{chain})", ch)
+        if ch in seen:
+            raise _spec.fail(E, f"{at}[0]", "each channel at most once", ch)
+        if not isinstance(template, str) or not template.strip():
+            raise _spec.fail(E, f"{at}[1]", "a template name (a non-empty string)", template)
+        seen.append(ch)
+
+
+_TEMPLATE_EXPECTED = "a template name (a non-empty string), or null for none"
+_FALLBACK_EXPECTED = ("a channel (" + ", ".join(CHANNELS) + "), a list of channels, or a mapping "
+                     "channel -> template")
+
+
+def _fallback(s: Mapping[str, Any], path: str) -> tuple[tuple[str, ...] | None, tuple[tuple[str, str], ...]]:
+    """``fallback:`` of a step mapping: ``(chain, templates)``.
+
+    Forms: a channel; a list whose items are channels or one-entry mappings ``{channel:
+    template}`` (``[]``: no fallback); an ordered mapping ``{channel: template, ...}``. A
+    ``null`` template names none; ``templates`` holds the ``(channel, template)`` pairs of
+    the named ones, in chain order."""
+    E, where = JourneyError, _spec.join(path, "fallback")
     value = s.get("fallback")
     if value is None:
-        return None
-    if not isinstance(value, (str, list)):
-        raise _spec.fail(JourneyError, where, "a channel (" + ", ".join(CHANNELS) + ") or a list "
-                         "of channels", value)
-    chain = (value,) if isinstance(value, str) else tuple(value)
+        return None, ()
+    if isinstance(value, str):
+        items: list[tuple[Any, Any, str, str]] = [(value, None, where, where)]
+    elif isinstance(value, Mapping):
+        items = [(ch, t, _spec.join(where, str(ch)), _spec.join(where, str(ch))) for ch, t in value.items()]
+    elif isinstance(value, list):
+        items = []
+        for i, item in enumerate(value):
+            at = f"{where}[{i}]"
+            if isinstance(item, Mapping):
+                if len(item) != 1:
+                    raise _spec.fail(E, at, "a channel or a one-entry mapping {channel: template}", item)
+                ((ch, t),) = item.items()
+                items.append((ch, t, at, _spec.join(at, str(ch))))
+            else:
+                items.append((item, None, at, at))
+    else:
+        raise _spec.fail(E, where, _FALLBACK_EXPECTED, value)
+    chain = tuple(ch for ch, _, _, _ in items)
     channel = s.get("channel")
-    _check_fallback(chain, channel if isinstance(channel, str) else "", where, isinstance(value, str))
-    return chain
+    _check_fallback(chain, channel if isinstance(channel, str) else "", where,
+                    paths=[at for _, _, at, _ in items], given=value)
+    templates = []
+    for ch, template, _, at in items:
+        if template is None:
+            continue
+        if not isinstance(template, str) or not template.strip():
+            raise _spec.fail(E, at, _TEMPLATE_EXPECTED, template)
+        templates.append((ch, template))
+    return chain, tuple(templates)
+
+
+def ordered_fallbacks(doc: Any) -> Any:
+    """A journey document (YAML-shaped) whose mapping-form step ``fallback`` values are
+    written as lists of one-entry mappings (``{email: a, sms: b}`` → ``[{email: a}, {sms:
+    b}]``), the same chain in an order-keeping form: artifacts store JSON with sorted keys,
+    which would reorder a mapping's channels. Anything else — other forms, malformed
+    documents (left for the loader to report) — is returned as is, the same object; a
+    changed document is a shallow copy."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("steps"), list):
+        return doc
+    if not any(isinstance(st, Mapping) and isinstance(st.get("fallback"), Mapping) for st in doc["steps"]):
+        return doc
+    steps = [dict(st, fallback=[{ch: t} for ch, t in st["fallback"].items()])
+             if isinstance(st, Mapping) and isinstance(st.get("fallback"), Mapping) else st
+             for st in doc["steps"]]
+    return dict(doc, steps=steps)
 
 
 def _strings(spec: Mapping[str, Any], key: str, path: str, default: Any = ...) -> tuple[str, ...]:
@@ -512,17 +602,19 @@ def _step(spec: Any, path: str) -> Step:
             "tag", "priority", "expected_value", "fallback"}
     s = _spec.check_keys(spec, keys, path, E)
     when = [_condition(c, _spec.join(path, f"when[{i}]")) for i, c in enumerate(_spec.get_list(s, "when", path, E, []))]
-    return Step(id=g(s, "id", str, path, E),
-                channel=g(s, "channel", str, path, E, choices=CHANNELS + (NO_ACTION,)),
-                delay_h=g(s, "delay_h", float, path, E, default=0.0, minimum=0),
-                at_local_hour=g(s, "at_local_hour", float, path, E, default=None, minimum=0),
-                when=tuple(when), next=g(s, "next", str, path, E, default=None),
-                otherwise=g(s, "otherwise", str, path, E, default=None),
-                template=g(s, "template", str, path, E, default=None),
-                tag=g(s, "tag", str, path, E, default="marketing"),
-                priority=g(s, "priority", int, path, E, default=0),
-                expected_value=g(s, "expected_value", float, path, E, default=0.0),
-                fallback=_fallback(s, path))
+    fields: dict[str, Any] = dict(
+        id=g(s, "id", str, path, E),
+        channel=g(s, "channel", str, path, E, choices=CHANNELS + (NO_ACTION,)),
+        delay_h=g(s, "delay_h", float, path, E, default=0.0, minimum=0),
+        at_local_hour=g(s, "at_local_hour", float, path, E, default=None, minimum=0),
+        when=tuple(when), next=g(s, "next", str, path, E, default=None),
+        otherwise=g(s, "otherwise", str, path, E, default=None),
+        template=g(s, "template", str, path, E, default=None),
+        tag=g(s, "tag", str, path, E, default="marketing"),
+        priority=g(s, "priority", int, path, E, default=0),
+        expected_value=g(s, "expected_value", float, path, E, default=0.0))
+    fallback, fallback_templates = _fallback(s, path)  # checked last, as before
+    return Step(**fields, fallback=fallback, fallback_templates=fallback_templates)
 
 
 def journey_from_dict(spec: Any, path: str = "") -> Journey:
@@ -561,4 +653,4 @@ def builtin_journeys() -> Sequence[str]:
 
 
 __all__ = ["Condition", "Step", "Journey", "JourneySet", "JourneyError", "journey_from_dict",
-           "load_journey", "builtin_journeys"]
+           "load_journey", "builtin_journeys", "ordered_fallbacks"]

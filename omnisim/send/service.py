@@ -512,6 +512,14 @@ class DecisionService:
         message (consent, caps, quiet hours, dedup off: it is a deliberate replacement);
         the failed message's ``sent`` row does not count towards caps for it. Returns the
         channel chosen, or None when ``chain`` is empty.
+
+        Content: with a template named for the chosen channel
+        (``meta["fallback_templates"][channel]``), the replacement's ``meta["template"]`` is
+        that template, and the original channel's ``title`` / ``text`` / ``body`` are dropped
+        (they would override the template's subject and text). Without one, the original
+        content is kept (as before named templates existed) and ``meta["template_channel"]``
+        says which channel it was written for, so providers can tell (docs/sender.md,
+        "Channel fallback").
         """
         if not chain:
             return None
@@ -527,6 +535,14 @@ class DecisionService:
         rest = [ch for ch in chain[chain.index(nxt) + 1:]]
         meta = dict(d.meta) | {"fallback": rest, "fallback_from": d.channel,
                                "replaces": failed_id, "dedup": False}
+        named = d.meta.get("fallback_templates")
+        template = named.get(nxt) if isinstance(named, Mapping) else None
+        if isinstance(template, str) and template:
+            for key in ("title", "text", "body", "template_channel"):
+                meta.pop(key, None)
+            meta["template"] = template
+        else:  # the content of the channel that failed (or of the one before it)
+            meta["template_channel"] = d.meta.get("template_channel") or d.channel
         fd = replace(d, action=nxt, channel=nxt, send_at=None, follow_ups=(), reason=None,
                      meta=meta)
         s.n_pending += 1
@@ -564,6 +580,11 @@ def parse_fallback(spec: Mapping[str, Sequence[str]] | Sequence[str]) -> dict[st
 
 
 def _message_body(mid: str, s: _UserState, d: Decision, address: str) -> dict[str, Any]:
+    """The outbox body of message ``mid``: ``template`` is ``meta["template"]`` (a channel
+    fallback's is the template named for its channel, see :meth:`DecisionService.fall_back`),
+    ``subject`` is ``meta["title"]`` or the template, ``body`` is ``meta["text"]`` /
+    ``meta["body"]`` or ``[campaign] template``; ``meta`` keeps the decision's scalar meta
+    keys (``template_channel`` among them: the content was written for that channel)."""
     meta = dict(d.meta)
     template = meta.get("template")
     text = meta.get("text") or meta.get("body") or f"[{d.campaign or 'message'}] {template or d.action}"

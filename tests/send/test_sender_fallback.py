@@ -3,6 +3,7 @@ admission (consent, caps, quiet hours), over real providers (HTTP gateway, aiosm
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,123 @@ def test_fallback_chain_policy_meta_wins_over_the_sender_default(tmp_path, push_
     for bad in (["push"], ["push=fax"], ["push=push"]):
         with pytest.raises(OmnisimError, match="--fallback"):
             parse_fallback(bad)
+
+
+# -- which template the fallback uses ----------------------------------------------------------
+
+def journey_artifact(tmp_path: Path, fallback: Any, name: str = "p.json") -> Path:
+    """PUSH_JOURNEY with ``fallback`` on its push step (template ``offer_push``)."""
+    doc = {**PUSH_JOURNEY, "journeys": [{**PUSH_JOURNEY["journeys"][0], "steps": [
+        {**PUSH_JOURNEY["journeys"][0]["steps"][0], "fallback": fallback}]}]}
+    return export_policy(doc, tmp_path / name)
+
+
+def outbox_body(store: Store, message_id: str) -> dict[str, Any]:
+    return json.loads(store.one("SELECT body FROM outbox WHERE message_id = ?", (message_id,))[0])
+
+
+def test_fallback_email_uses_the_template_named_for_email(store_url, tmp_path, smtpd, gateway):
+    """A 410 from the push gateway: the email received over SMTP carries the email template
+    (subject, text, outbox ``template``), not the push's."""
+    box, port = smtpd
+    gateway.default = Reply(410, {"error": "device token unregistered"})
+    svc = service(store_url, journey_artifact(tmp_path, {"email": "offer_email"}), fallback={})
+    add_user(svc.store, "u1")
+    svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    Worker(svc, providers(port, gateway.url)).drain()
+    assert rows_of(svc.store, "u1") == [("sent", "push", "u1-m1"), ("failed", "push", "u1-m1"),
+                                        ("sent", "email", "u1-m2")]
+    assert json.loads(gateway.requests[0].body)["text"] == "[push_offer] offer_push"
+    assert len(box.messages) == 1
+    msg = box.parsed()
+    assert msg["Subject"] == "offer_email"
+    assert msg.get_content().strip() == "[push_offer] offer_email"
+    push, mail = outbox_body(svc.store, "u1-m1"), outbox_body(svc.store, "u1-m2")
+    assert push["template"] == "offer_push" and mail["template"] == "offer_email"
+    assert mail["subject"] == "offer_email" and "template_channel" not in mail["meta"]
+    assert mail["meta"]["fallback_from"] == "push" and mail["meta"]["replaces"] == "u1-m1"
+
+
+@pytest.mark.parametrize("fallback, default", [
+    (None, {"push": ["email"]}),  # the sender's --fallback push=email: no way to name one
+    ({"email": None}, {}),        # the journey names none for email
+    # one named for SMS only; the user has no SMS address, so the email goes out unnamed
+    ({"sms": "offer_sms", "email": None}, {}),
+])
+def test_fallback_without_a_named_template_keeps_the_push_one_and_says_so(
+        store_url, tmp_path, smtpd, fallback, default):
+    """Backwards compatible: the original template, with ``template_channel: push`` in the
+    body's meta (the providers' ``OutboundMessage.meta``) so a provider can tell."""
+    box, port = smtpd
+    art = (journey_artifact(tmp_path, fallback) if fallback is not None
+           else export_policy(PUSH_JOURNEY, tmp_path / "p.json"))
+    svc = service(store_url, art, fallback=default)
+    add_user(svc.store, "u1")
+    svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    Worker(svc, providers(port, None)).drain()
+    assert rows_of(svc.store, "u1") == [("sent", "push", "u1-m1"), ("failed", "push", "u1-m1"),
+                                        ("sent", "email", "u1-m2")]
+    assert len(box.messages) == 1 and box.parsed()["Subject"] == "offer_push"
+    mail = outbox_body(svc.store, "u1-m2")
+    assert mail["channel"] == "email" and mail["template"] == "offer_push"
+    assert mail["meta"]["template_channel"] == "push"
+
+
+@pytest.mark.parametrize("templates, sms_template, mail_subject, mail_channel", [
+    ({"sms": "offer_sms", "email": "offer_email"}, "offer_sms", "offer_email", None),
+    # the email replaces the SMS: without its own template it keeps the SMS's
+    ({"sms": "offer_sms", "email": None}, "offer_sms", "offer_sms", "sms"),
+    ({"sms": None, "email": "offer_email"}, "offer_push", "offer_email", None),
+])
+def test_each_hop_of_the_chain_uses_its_own_template(store_url, tmp_path, smtpd, templates,
+                                                     sms_template, mail_subject, mail_channel):
+    """push → sms → email, neither push nor SMS deliverable (no provider): the SMS and the
+    email each take the template named for their channel."""
+    box, port = smtpd
+    clock = ManualClock(at(0))
+    svc = service(store_url, journey_artifact(tmp_path, templates), clock, fallback={})
+    with svc.store.transaction():
+        svc.store.upsert_user("u1", "UTC", {}, {"email": True, "push": True, "sms": True},
+                              {"email": "u1@example.org", "push": "tok-u1", "sms": "+33600000001"}, T0)
+    svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    worker = Worker(svc, providers(port, None))
+    worker.drain()
+    # the second hop's admission still counts the failed push against the daily cap (only
+    # the message it directly replaces is left out), so the email may wait for the next day
+    clock.set(at(24))
+    worker.drain()
+    assert [r for r in rows_of(svc.store, "u1") if r[0] != "deferred"] == [
+        ("sent", "push", "u1-m1"), ("failed", "push", "u1-m1"), ("sent", "sms", "u1-m2"),
+        ("failed", "sms", "u1-m2"), ("sent", "email", "u1-m3")]
+    sms, mail = outbox_body(svc.store, "u1-m2"), outbox_body(svc.store, "u1-m3")
+    assert sms["template"] == sms_template
+    assert sms["meta"].get("template_channel") == (None if templates["sms"] else "push")
+    assert mail["template"] == mail_subject and mail["meta"].get("template_channel") == mail_channel
+    assert mail["meta"]["fallback_from"] == "sms" and mail["meta"]["replaces"] == "u1-m2"
+    assert [box.parsed()["Subject"]] == [mail_subject]
+
+
+def test_a_named_template_replaces_the_original_channels_title_and_text(tmp_path, push_artifact):
+    """A policy's ``title`` / ``text`` were written for the push: with a named email template
+    they are dropped (they would become the email's subject and text); without one they stay,
+    marked with ``template_channel``."""
+    from omnisim.send import scheduler as sch
+
+    svc = service(f"sqlite:///{tmp_path / 's.db'}", push_artifact, fallback={})
+    meta = {"template": "offer_push", "title": "Back in stock!", "text": "Tap to see it",
+            "fallback": ["email"]}
+    for uid, templates in (("u1", {"email": "offer_email"}), ("u2", None)):
+        add_user(svc.store, uid)
+        d = Decision("push", "push", 1.0, "push_offer@1", campaign="push_offer",
+                     meta=meta | ({"fallback_templates": templates} if templates else {}))
+        with svc.store.transaction():
+            row = svc.store.lock_user(uid)
+            assert svc.fall_back(row, f"{uid}-gone", ["email"], sch.decision_to_dict(d), None) == "email"
+    named, unnamed = outbox_body(svc.store, "u1-m1"), outbox_body(svc.store, "u2-m1")
+    assert (named["template"], named["subject"], named["body"]) == (
+        "offer_email", "offer_email", "[push_offer] offer_email")
+    assert "title" not in named["meta"] and "text" not in named["meta"]
+    assert "template_channel" not in named["meta"]
+    assert (unnamed["template"], unnamed["subject"], unnamed["body"]) == (
+        "offer_push", "Back in stock!", "Tap to see it")
+    assert unnamed["meta"]["template_channel"] == "push"
