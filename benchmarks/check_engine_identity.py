@@ -7,6 +7,8 @@ Each config runs ``engine_fast.simulate`` on the default scenario (``--users`` Ã
 small ``--chunk-users`` so there are several chunks), in memory and with ``out=`` (Parquet
 parts read back), and hashes the log (``to_csv`` of the frame plus its dtypes). ``--jobs``
 is passed to ``simulate(n_jobs=...)`` when given (the log must not depend on it).
+``--ignore-columns`` leaves columns out of the hash (e.g. a column a change adds: the
+others must stay identical).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flush-rows", type=int, default=20_000)
     ap.add_argument("--jobs", type=int, default=None, help="pass n_jobs=JOBS to simulate")
     ap.add_argument("--modes", default="mem,out")
+    ap.add_argument("--ignore-columns", default="",
+                    help="comma-separated columns left out of the hash")
     ap.add_argument("--save", help="write the hashes to this JSON file")
     ap.add_argument("--check", help="compare with the hashes in this JSON file")
     ap.add_argument("--engine-file", help="run this copy of engine_fast.py instead (e.g. the "
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = engine_fast.simulate(sc, _policy(pol), n_users=args.users,
                                                days=args.days, seed=seed, progress=False, **kw)
                     log = res.read_log()
+                    log = log.drop(columns=[c for c in args.ignore_columns.split(",")
+                                            if c in log.columns])
                     key = f"{pol}|seed={seed}|{mode}"
                     hashes[key] = log_hash(log)
                 print(f"{key:50s} rows={len(log):8d} {time.perf_counter() - t0:6.1f}s "

@@ -6,8 +6,12 @@ off-policy evaluation read it. This module holds its schema, :func:`validate`,
 
 Required columns are ``ts``, ``user_id``, ``event`` and ``channel``; the optional ones
 (``action``, ``message_id``, ``campaign``, ``policy``, ``propensity``, ``value``,
-``reason``, ``tag``) read as null when absent, so a four-column export is a valid log. Extra
-columns are kept as they are.
+``reason``, ``tag``, ``step``) read as null when absent, so a four-column export is a valid
+log. Extra columns are kept as they are.
+
+``step`` is the journey step that decided (``Decision.step``) on the rows a journey decision
+leads to — ``decided``, ``deferred``, ``suppressed``, and the sent message's life cycle
+(``sent`` … ``unsubscribed``) — so funnels can count by step rather than by send order.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ CHANNELS: tuple[str, ...] = ("email", "sms", "push", "web", "none")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("ts", "user_id", "event", "channel")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "action", "message_id", "campaign", "policy", "propensity", "value", "reason", "tag",
+    "action", "message_id", "campaign", "policy", "propensity", "value", "reason", "tag", "step",
 )
 COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-STRING_COLUMNS = ("user_id", "action", "message_id", "campaign", "policy", "reason", "tag")
+STRING_COLUMNS = ("user_id", "action", "message_id", "campaign", "policy", "reason", "tag",
+                  "step")
 FLOAT_COLUMNS = ("propensity", "value")
 
 #: Events on which ``message_id`` must be unique within the log (one send per message).

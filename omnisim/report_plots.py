@@ -170,6 +170,29 @@ def plot_journey(funnel: pd.DataFrame, campaign: str):
     return fig
 
 
+def plot_journey_steps(steps: pd.DataFrame, campaign: str):
+    """One journey's steps (:func:`omnisim.report_tables.journey_steps`): messages chosen,
+    sent, deferred and suppressed (admission rows), opened and clicked, per step."""
+    import matplotlib.pyplot as plt
+
+    g = steps[(steps["campaign"] == campaign) & (steps["chose_message"] > 0)]
+    bars = (("chose_message", "chose a message", "0.6"), ("sent", "sent", "C0"),
+            ("deferred", "deferred (rows)", "C1"), ("suppressed", "suppressed (rows)", "C3"),
+            ("opened", "opened", "C2"), ("clicked", "clicked", "C4"))
+    fig, ax = plt.subplots(figsize=(8, 0.9 * len(g) + 1.4))
+    y = np.arange(len(g))
+    h = 0.8 / len(bars)
+    for i, (col, label, color) in enumerate(bars):
+        ax.barh(y - 0.4 + (i + 0.5) * h, g[col], height=h, color=color, label=label)
+    ax.set_yticks(y, [f"{s} ({c})" for s, c in zip(g["step"], g["channel"].fillna("-"))])
+    ax.invert_yaxis()
+    ax.set_xlabel("messages / rows")
+    ax.set_title(f"{campaign}: per step")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_ope(table: pd.DataFrame):
     """Estimates with CIs: one row per candidate × estimator (the on-policy mean first)."""
     import matplotlib.pyplot as plt

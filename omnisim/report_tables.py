@@ -16,7 +16,7 @@ the conversion in per-message tables.
 - :func:`channel_table`, :func:`touch_shares` — the channel comparison report.
 - :func:`send_time_heatmap`, :func:`time_to_open`, :func:`best_hours` — the send-time report.
 - :func:`fatigue_curve`, :func:`user_saturation` — the fatigue report.
-- :func:`journey_funnel` — the journey funnel report.
+- :func:`journey_funnel`, :func:`journey_steps` — the journey funnel report.
 - :func:`decision_rewards`, :func:`ope_table` — the policy-evaluation report.
 """
 
@@ -33,7 +33,7 @@ from omnisim.stats import check_confidence, mean_ci_from_sums, wilson_ci
 
 __all__ = [
     "best_hours", "channel_table", "decision_rewards", "engagement_funnel", "evaluate_candidates", "fatigue_curve",
-    "journey_funnel", "ope_table", "parse_candidate", "send_time_heatmap", "time_to_open",
+    "journey_funnel", "journey_steps", "ope_table", "parse_candidate", "send_time_heatmap", "time_to_open",
     "touch_shares", "user_saturation",
 ]
 
@@ -551,6 +551,77 @@ def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_
     return df[["campaign", "step", "step_label", "reached", "messages", "opened", "clicked", "converted_here",
                "exited_here", "drop_off", "median_h_from_prev", "entries", "conversions", "conversion_rate",
                "conversion_rate_lo", "conversion_rate_hi"]]
+
+
+def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float = 0.95,
+                  top_reasons: int = 3) -> pd.DataFrame:
+    """Per journey step (``campaign`` × ``step`` of the log's ``step`` column): what the step
+    decided, what pressure rules did to it, and how its messages fared.
+
+    Needs the ``step`` column (written by both engines and the sender); returns an empty
+    frame when the log has none or no row of a campaign carries a step.
+
+    Returns one row per campaign × step, steps in the order of their median position in an
+    entry (the n-th decision of the user in the campaign since the entry, decisions at one
+    instant in the log's row order; ties: the step that decided first): ``decided``
+    (decisions at the step), ``chose_message`` (those that chose a message), ``deferred`` /
+    ``suppressed`` (admission rows — one message may be deferred several times),
+    ``sent``, ``delivered``, ``opened``, ``clicked`` (messages), ``channel`` (the most common
+    of its sends), ``open_rate`` and ``click_rate`` (per sent message, Wilson ``_lo`` /
+    ``_hi``), ``median_h_from_prev`` (hours from the user's previous decision in the campaign,
+    over the decisions less than ``entry_gap_h`` hours after one — later ones start a new
+    entry, as in :func:`journey_funnel`) and ``top_reasons`` (the ``top_reasons`` most common
+    deferral / suppression reasons with their counts).
+    """
+    if not src.has_column("step"):
+        return pd.DataFrame()
+    gap = _interval_us(entry_gap_h, "entry_gap_h")
+    q = f"""
+    WITH s AS (SELECT ts, user_id, event, channel, message_id, campaign, reason, CAST(step AS VARCHAR) AS step,
+                      row_number() OVER () AS rn
+               FROM log WHERE step IS NOT NULL AND campaign IS NOT NULL),
+    d1 AS (SELECT user_id, campaign, step, ts, rn,
+                  ts - lag(ts) OVER (PARTITION BY user_id, campaign ORDER BY ts) AS since
+           FROM s WHERE event = 'decided'),
+    d2 AS (SELECT *, sum(CASE WHEN since IS NULL OR since > {gap} THEN 1 ELSE 0 END)
+                      OVER (PARTITION BY user_id, campaign ORDER BY ts ROWS UNBOUNDED PRECEDING) AS entry_no
+           FROM d1),
+    -- rows at one instant keep the log's order (the order they happened in: engines and sender write so)
+    d3 AS (SELECT *, row_number() OVER (PARTITION BY user_id, campaign, entry_no ORDER BY ts, rn) AS pos FROM d2),
+    dec AS (SELECT campaign, step, median(pos) AS pos,
+                   median(epoch(since) / 3600.0) FILTER (WHERE since <= {gap}) AS median_h_from_prev
+            FROM d3 GROUP BY ALL),
+    agg AS (SELECT campaign, step, min(ts) AS first_ts,
+           count(*) FILTER (WHERE event = 'decided') AS decided,
+           count(*) FILTER (WHERE event = 'decided' AND channel <> 'none') AS chose_message,
+           count(*) FILTER (WHERE event = 'deferred') AS deferred,
+           count(*) FILTER (WHERE event = 'suppressed') AS suppressed,
+           count(*) FILTER (WHERE event = 'sent') AS sent,
+           count(DISTINCT message_id) FILTER (WHERE event = 'delivered') AS delivered,
+           count(DISTINCT message_id) FILTER (WHERE event = 'opened') AS opened,
+           count(DISTINCT message_id) FILTER (WHERE event = 'clicked') AS clicked,
+           mode(channel) FILTER (WHERE event = 'sent') AS channel
+    FROM s GROUP BY campaign, step)
+    SELECT agg.*, dec.median_h_from_prev FROM agg LEFT JOIN dec USING (campaign, step)
+    ORDER BY campaign, dec.pos NULLS LAST, first_ts, step
+    """
+    df = src.sql(q)
+    if df.empty:
+        return df
+    reasons = src.sql("""
+    SELECT campaign, CAST(step AS VARCHAR) AS step, event, reason, count(*) AS n FROM log
+    WHERE step IS NOT NULL AND campaign IS NOT NULL AND event IN ('deferred', 'suppressed') AND reason IS NOT NULL
+    GROUP BY ALL ORDER BY n DESC, event, reason""")
+    top = {key: ", ".join(f"{e} {r} ({n:,})" for e, r, n in zip(g["event"], g["reason"], g["n"]))
+           for key, g in ((k, g.head(int(top_reasons))) for k, g in reasons.groupby(["campaign", "step"]))}
+    df["top_reasons"] = [top.get((c, st), "") for c, st in zip(df["campaign"], df["step"])]
+    for c in ("decided", "chose_message", "deferred", "suppressed", "sent", "delivered", "opened", "clicked"):
+        df[c] = df[c].astype("int64")
+    _with_wilson(df, "opened", "sent", "open_rate", confidence)
+    _with_wilson(df, "clicked", "sent", "click_rate", confidence)
+    return df[["campaign", "step", "channel", "decided", "chose_message", "deferred", "suppressed", "sent",
+               "delivered", "opened", "clicked", "open_rate", "open_rate_lo", "open_rate_hi", "click_rate",
+               "click_rate_lo", "click_rate_hi", "median_h_from_prev", "top_reasons"]]
 
 
 # --------------------------------------------------------------------------- policy evaluation

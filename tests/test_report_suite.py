@@ -258,6 +258,32 @@ def test_journey_funnel_sim_entries_and_steps(runs, sim):
     assert list(g["reached"]) == sorted(g["reached"], reverse=True)
 
 
+def test_journey_steps_sim_against_the_log(runs, sim):
+    """Per-step numbers of the report equal counts over the simulated log's ``step`` column."""
+    steps = pd.DataFrame(runs[("sim", "journey_funnel")][1]["steps"])
+    log = sim.log
+    j = log[(log["campaign"] == "seed_journey") & log["step"].notna()]
+    g = steps[steps["campaign"] == "seed_journey"].set_index("step")
+    assert list(g.index) == ["offer_email", "sms_nudge", "visit_push"]  # the journey's order
+    for step, rows in j.groupby("step"):
+        ev = rows["event"].astype(str)
+        assert g.loc[step, "decided"] == (ev == "decided").sum()
+        assert g.loc[step, "chose_message"] == ((ev == "decided") & (rows["channel"] != "none")).sum()
+        for name in ("deferred", "suppressed", "sent"):
+            assert g.loc[step, name] == (ev == name).sum(), (step, name)
+        assert g.loc[step, "opened"] == rows.loc[ev == "opened", "message_id"].nunique()
+        assert g.loc[step, "open_rate"] == pytest.approx(g.loc[step, "opened"] / g.loc[step, "sent"])
+    sms = g.loc["sms_nudge"]
+    assert sms["channel"] == "sms" and sms["median_h_from_prev"] == pytest.approx(4.0)
+    top = j[j["event"].isin(["deferred", "suppressed"])].groupby(["step", "event", "reason"]).size()
+    first = top.loc["sms_nudge"].sort_values(ascending=False).index[0]
+    assert g.loc["sms_nudge", "top_reasons"].startswith(f"{first[0]} {first[1]} (")
+
+
+def test_journey_steps_absent_without_step_ids(runs):
+    assert runs[("hillstrom", "journey_funnel")][1]["steps"] == []
+
+
 # ----------------------------------------------------------------------------- policy evaluation
 
 def _ope(runs, data):

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from omnisim.log import CHANNELS, COLUMNS, EVENTS, validate
+from omnisim.log import CHANNELS, COLUMNS, EVENTS, FLOAT_COLUMNS, STRING_COLUMNS, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
@@ -160,8 +160,8 @@ class _Queue:
 
 #: log columns by position (:data:`COLUMNS` order): time, user, the two vocabularies, text, floats
 _C_TS, _C_USER, _C_EVENT, _C_CHANNEL = 0, 1, 2, 3
-_TEXT_COLS = (4, 5, 6, 7, 10, 11)  # action, message_id, campaign, policy, reason, tag
-_FLOAT_COLS = (8, 9)  # propensity, value
+_TEXT_COLS = tuple(j for j, c in enumerate(COLUMNS) if j > _C_CHANNEL and c in STRING_COLUMNS)
+_FLOAT_COLS = tuple(j for j, c in enumerate(COLUMNS) if c in FLOAT_COLUMNS)
 _EV_CODE = {e: i for i, e in enumerate(EVENTS)}
 _CH_CODE = {c: i for i, c in enumerate(CHANNELS)}
 #: a message channel's index (MSG_CHANNELS) -> its code in CHANNELS
@@ -178,7 +178,7 @@ class _Rows:
 
     Rows logged one at a time (decisions, admissions, sends) are buffered as tuples and
     sealed into a segment when a block arrives; a block (:meth:`_Chunk._log_many`) is a
-    segment already. A segment is ``(n, cols)``: 12 entries in :data:`COLUMNS` order, with
+    segment already. A segment is ``(n, cols)``: an entry per column, in :data:`COLUMNS` order, with
     hours for ``ts`` and the user's index for ``user_id``; an entry is a sequence of ``n``
     values (``None`` a null), or one value for all ``n`` rows (a ``str`` or ``None``), or, for
     ``channel`` only, an integer array of :data:`MSG_CHANNELS` indices.
@@ -207,7 +207,7 @@ class _Rows:
         self.single = []
 
     def columns(self, first: int = 0) -> list[np.ndarray] | None:
-        """The 12 columns of rows ``first`` onwards as arrays (``None`` when there are none).
+        """The columns of rows ``first`` onwards as arrays (``None`` when there are none).
 
         ``ts`` float hours, ``user_id`` int64 indices, ``event`` / ``channel`` int8 codes into
         :data:`EVENTS` / :data:`CHANNELS` (an object array of the values instead when one is
@@ -232,7 +232,7 @@ class _Rows:
         at = np.zeros(len(segs) + 1, np.int64)
         np.cumsum(ns, out=at[1:])
         total = int(at[-1])
-        out: list[Any] = [None] * 12
+        out: list[Any] = [None] * len(COLUMNS)
         out[_C_TS] = np.concatenate([np.asarray(seg[_C_TS], float) for _, seg in segs])
         out[_C_USER] = np.concatenate([np.asarray(seg[_C_USER], np.int64) for _, seg in segs])
         for j, vocab in ((_C_EVENT, _EV_CODE), (_C_CHANNEL, _CH_CODE)):
@@ -395,7 +395,8 @@ class _Chunk:
         self.m_pressure = np.empty(0)
         self.m_draws = np.empty((0, 4))
         self.m_probs = np.empty((0, 4))  # p_open, p_click, p_unsub, p_churn
-        self.m_meta: list[tuple[str, str | None, str | None]] = []  # (message id, campaign, tag)
+        # (message id, campaign, tag, step) of each message
+        self.m_meta: list[tuple[str, str | None, str | None, str | None]] = []
         self.rows = _Rows()
         self._dt_memo: dict[float, datetime] = {}  # hours -> datetime, cleared every step
         self.policy_name = str(getattr(policy, "name", type(policy).__name__))
@@ -442,9 +443,9 @@ class _Chunk:
     def _log(self, u: int, t: float, event: str, channel: str = "none", action: str | None = None,
              message_id: str | None = None, campaign: str | None = None, policy: str | None = None,
              propensity: float | None = None, value: float | None = None,
-             reason: str | None = None, tag: str | None = None) -> None:
+             reason: str | None = None, tag: str | None = None, step: str | None = None) -> None:
         self.rows.single.append((t, u, event, channel, action, message_id, campaign, policy,
-                                 propensity, value, reason, tag))
+                                 propensity, value, reason, tag, step))
         if event not in self.kept_events:
             return
         hist = self.history[u]
@@ -459,7 +460,8 @@ class _Chunk:
     def _log_many(self, users: np.ndarray, t: np.ndarray, event: str,
                   channel: str | Sequence[str] | np.ndarray, msgs: np.ndarray | None = None,
                   value: np.ndarray | None = None) -> None:
-        """Log one row per user (``users``, ``t``: (m,)); message rows carry their id/campaign/tag.
+        """Log one row per user (``users``, ``t``: (m,)); message rows carry their id, campaign,
+        tag and step.
 
         ``channel``: one name for all rows, a name per row, or an integer array of
         :data:`MSG_CHANNELS` indices. The same rows and history events as one :meth:`_log`
@@ -469,16 +471,16 @@ class _Chunk:
             return
         if msgs is not None:
             meta = self.m_meta
-            mids, camps, tags = zip(*[meta[m] for m in np.asarray(msgs).tolist()])
+            mids, camps, tags, steps = zip(*[meta[m] for m in np.asarray(msgs).tolist()])
         else:
-            mids = camps = tags = None
+            mids = camps = tags = steps = None
         us = np.array(users, dtype=np.int64)  # copies: the caller's arrays may change later
         ts_h = np.array(t, dtype=float)
         vals = None if value is None else np.array(value, dtype=float)
         if isinstance(channel, np.ndarray):
             channel = np.array(channel, dtype=np.int64)
         self.rows.block(n, (ts_h, us, event, channel, None, mids, camps, None, None, vals,
-                            None, tags))
+                            None, tags, steps))
         if event not in self.kept_events:
             return
         if isinstance(channel, str):
@@ -559,11 +561,11 @@ class _Chunk:
         queued = False
         for d in decisions:
             self._log(u, now, "decided", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, propensity=float(d.propensity))
+                      policy=d.policy, propensity=float(d.propensity), step=d.step)
             if not d.is_message:
                 if d.reason:
                     self._log(u, now, "suppressed", "none", action=d.action, campaign=d.campaign,
-                              policy=d.policy, reason=d.reason)
+                              policy=d.policy, reason=d.reason, step=d.step)
             else:
                 due_h = max(now, self._h(d.send_at)) if d.send_at is not None else now
                 k = self.n_pending[u] = self.n_pending[u] + 1
@@ -615,7 +617,7 @@ class _Chunk:
         for p, at, reason in adm.defer:
             d = p.decision
             self._log(u, now, "deferred", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason)
+                      policy=d.policy, reason=reason, step=d.step)
             at_h = max(self._h(at), now + _MIN_DEFER_H)
             # replace(p, due=…), without dataclasses.replace's field introspection
             self.queues.setdefault(u, []).append(Pending(p.pending_id, d, self._dt(at_h), p.created))
@@ -623,7 +625,7 @@ class _Chunk:
         for p, reason in adm.drop:
             d = p.decision
             self._log(u, now, "suppressed", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason)
+                      policy=d.policy, reason=reason, step=d.step)
 
     # --- messages ------------------------------------------------------------------------
     def _pressure_now(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -646,7 +648,7 @@ class _Chunk:
         ch = d.channel
         if ch not in _CH_INDEX or not self.consent[u, _CH_INDEX[ch]]:
             self._log(u, now, "suppressed", ch if ch in _CH_INDEX else "none", action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason="no_consent")
+                      campaign=d.campaign, policy=d.policy, reason="no_consent", step=d.step)
             return
         c = _CH_INDEX[ch]
         params = self.ch_params[c]
@@ -656,7 +658,7 @@ class _Chunk:
                               body=meta.get("body"))
         except chm.ContentLimitError as exc:
             self._log(u, now, "suppressed", ch, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=f"content_limit: {exc}")
+                      policy=d.policy, reason=f"content_limit: {exc}", step=d.step)
             return
         k = self.n_msg[u] = self.n_msg[u] + 1
         mid = f"{self.uid_l[u]}-m{k}"
@@ -664,13 +666,14 @@ class _Chunk:
         self.pressure[u] = float(fat.add_message(before, self.weight[c]))
         self.pressure_t[u] = now
         self._log(u, now, "sent", ch, action=d.action, message_id=mid, campaign=d.campaign,
-                  policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")), tag=d.tag)
+                  policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")), tag=d.tag,
+                  step=d.step)
         if self.m_n == self.m_cap:
             self._grow_messages()
         k = self.m_n
         self.m_n += 1
         self.m_user[k], self.m_ch[k], self.m_sent[k], self.m_pressure[k] = u, c, now, before
-        self.m_meta.append((mid, d.campaign, d.tag))
+        self.m_meta.append((mid, d.campaign, d.tag, d.step))
         self.q.push(now + self.deliv_h[c], u, K_DELIVER, k)
 
     def on_deliver(self, users: np.ndarray, t: np.ndarray, msgs: np.ndarray) -> None:

@@ -195,10 +195,10 @@ class _Sim:
              message_id: str | None = None, campaign: str | None = None,
              policy: str | None = None, propensity: float | None = None,
              value: float | None = None, reason: str | None = None,
-             tag: str | None = None) -> None:
+             tag: str | None = None, step: str | None = None) -> None:
         now = self.env.now
         self.rows.append((now, u.user_id, event, channel, action, message_id, campaign, policy,
-                          propensity, value, reason, tag))
+                          propensity, value, reason, tag, step))
         ts = self._dt(now)
         hist = u.history
         hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value))
@@ -224,11 +224,11 @@ class _Sim:
         queued = False
         for d in decisions:
             self._log(u, "decided", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, propensity=float(d.propensity))
+                      policy=d.policy, propensity=float(d.propensity), step=d.step)
             if not d.is_message:
                 if d.reason:
                     self._log(u, "suppressed", "none", action=d.action, campaign=d.campaign,
-                              policy=d.policy, reason=d.reason)
+                              policy=d.policy, reason=d.reason, step=d.step)
             else:
                 due_h = max(now, self._h(d.send_at)) if d.send_at is not None else now
                 u.n_pending += 1
@@ -269,14 +269,14 @@ class _Sim:
         for p, at, reason in adm.defer:
             d = p.decision
             self._log(u, "deferred", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason)
+                      policy=d.policy, reason=reason, step=d.step)
             at_h = max(self._h(at), self.env.now + _MIN_DEFER_H)
             u.queue.append(replace(p, due=self._dt(at_h)))
             self.env.process(self._wake(u, at_h))
         for p, reason in adm.drop:
             d = p.decision
             self._log(u, "suppressed", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason)
+                      policy=d.policy, reason=reason, step=d.step)
 
     # --- messages --------------------------------------------------------------------------
     def _pressure_now(self, u: _User) -> float:
@@ -287,7 +287,7 @@ class _Sim:
         ch = d.channel
         if ch not in MSG_CHANNELS or not u.consent.get(ch, False):
             self._log(u, "suppressed", ch if ch in MSG_CHANNELS else "none", action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason="no_consent")
+                      campaign=d.campaign, policy=d.policy, reason="no_consent", step=d.step)
             return
         params = self.sc.channels.get(ch)
         meta = d.meta or {}
@@ -296,7 +296,7 @@ class _Sim:
                               body=meta.get("body"))
         except chm.ContentLimitError as exc:
             self._log(u, "suppressed", ch, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=f"content_limit: {exc}")
+                      policy=d.policy, reason=f"content_limit: {exc}", step=d.step)
             return
         u.n_msg += 1
         mid = f"{u.user_id}-m{u.n_msg}"
@@ -305,7 +305,7 @@ class _Sim:
         u.pressure_t = self.env.now
         self._log(u, "sent", ch, action=d.action, message_id=mid, campaign=d.campaign,
                   policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")),
-                  tag=d.tag)
+                  tag=d.tag, step=d.step)
         self.env.process(self._message(u, ch, params, mid, d, pressure_before))
 
     def _message(self, u: _User, ch: str, params: chm.ChannelParams, mid: str, d: Decision,
@@ -313,7 +313,7 @@ class _Sim:
         """Life of one sent message: delivery, seen, open, click, unsubscribe, churn."""
         sent_h = self.env.now
         yield self.env.timeout(params.delivery_delay_s / 3600.0)
-        kw = dict(message_id=mid, campaign=d.campaign, tag=d.tag)
+        kw = dict(message_id=mid, campaign=d.campaign, tag=d.tag, step=d.step)
         outcome = int(chm.delivery_outcome(u.rng, params.bounce_prob, params.fail_prob, size=1)[0])
         if outcome == chm.BOUNCED:
             self._log(u, "bounced", ch, **kw)

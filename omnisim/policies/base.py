@@ -184,6 +184,13 @@ class Decision:
     def is_message(self) -> bool:
         return self.channel != NO_ACTION
 
+    @property
+    def step(self) -> str | None:
+        """The journey step id in ``meta["step"]`` (``"entry"`` for an entry that waits),
+        logged in the ``step`` column; ``None`` for decisions not made by a journey step."""
+        step = self.meta.get("step")
+        return step if isinstance(step, str) else None
+
 
 @runtime_checkable
 class Policy(Protocol):

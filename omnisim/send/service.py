@@ -346,9 +346,10 @@ class DecisionService:
              trigger_id: str, *, action: str | None = None, message_id: str | None = None,
              campaign: str | None = None, policy: str | None = None,
              propensity: float | None = None, value: float | None = None,
-             reason: str | None = None, tag: str | None = None) -> None:
+             reason: str | None = None, tag: str | None = None,
+             step: str | None = None) -> None:
         row = (to_us(now), s.user_id, event, channel, action, message_id, campaign, policy,
-               propensity, value, reason, tag, trigger_id,
+               propensity, value, reason, tag, step, trigger_id,
                pol.version if policy is not None else None, None)
         assert len(row) == len(LOG_COLUMNS)
         s.rows.append(row)
@@ -360,12 +361,13 @@ class DecisionService:
             self._flush(s)
             msg = self.store.message_row(e.message_id) if e.message_id else None
             channel = e.channel or (msg[1] if msg else "none")
-            campaign, tag = (msg[2], msg[3]) if msg else (e.properties.get("campaign"), None)
+            campaign, tag, step = (msg[2], msg[3], msg[4]) if msg else (
+                e.properties.get("campaign"), None, None)
             if e.type == "unsubscribed" and channel in MESSAGE_CHANNELS:
                 s.consent[channel] = False
                 s.dirty_consent = True
             self._log(s, pol, now, e.type, channel, e.key, message_id=e.message_id,
-                      campaign=campaign, tag=tag)
+                      campaign=campaign, tag=tag, step=step)
             payload.update({"message_id": e.message_id, "channel": channel})
         elif e.type in BEHAVIOUR_EVENTS:
             self._log(s, pol, now, e.type, "web", e.key, value=e.value)
@@ -401,11 +403,12 @@ class DecisionService:
         for d in decisions:
             self.observer.decision(d.channel)
             self._log(s, pol, now, "decided", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, propensity=float(d.propensity))
+                      campaign=d.campaign, policy=d.policy, propensity=float(d.propensity),
+                      step=d.step)
             if not d.is_message:
                 if d.reason:
                     self._log(s, pol, now, "suppressed", "none", trigger_id, action=d.action,
-                              campaign=d.campaign, policy=d.policy, reason=d.reason)
+                              campaign=d.campaign, policy=d.policy, reason=d.reason, step=d.step)
             else:
                 due = max(now, d.send_at) if d.send_at is not None else now
                 s.n_pending += 1
@@ -444,7 +447,7 @@ class DecisionService:
         for p, at, reason in adm.defer:
             d = p.decision
             self._log(s, pol, now, "deferred", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason=reason)
+                      campaign=d.campaign, policy=d.policy, reason=reason, step=d.step)
             when = runtime.defer_until(at, now)
             if p.pending_id in job_of:
                 sch.reschedule(self.store, job_of[p.pending_id], when)
@@ -454,7 +457,7 @@ class DecisionService:
         for p, reason in adm.drop:
             d = p.decision
             self._log(s, pol, now, "suppressed", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason=reason)
+                      campaign=d.campaign, policy=d.policy, reason=reason, step=d.step)
             if p.pending_id in job_of:
                 sch.finish(self.store, job_of[p.pending_id])
 
@@ -467,13 +470,13 @@ class DecisionService:
         if d.channel not in MESSAGE_CHANNELS or not s.consent.get(d.channel) or not address:
             self._log(s, pol, now, "suppressed", d.channel if d.channel in MESSAGE_CHANNELS else "none",
                       trigger_id, action=d.action, campaign=d.campaign, policy=d.policy,
-                      reason="no_consent")
+                      reason="no_consent", step=d.step)
             return
         s.n_msg += 1
         mid = f"{s.user_id}-m{s.n_msg}"
         replaces = d.meta.get("replaces")
         self._log(s, pol, now, "sent", d.channel, trigger_id, action=d.action, message_id=mid,
-                  campaign=d.campaign, policy=d.policy, tag=d.tag,
+                  campaign=d.campaign, policy=d.policy, tag=d.tag, step=d.step,
                   reason=f"fallback for {replaces} ({d.meta.get('fallback_from')})" if replaces else None)
         body = _message_body(mid, s, d, address)
         chain = self.fallback_chain(d)

@@ -56,8 +56,8 @@ def from_us(us: int) -> datetime:
 
 
 LOG_COLUMNS = ("ts_us", "user_id", "event", "channel", "action", "message_id", "campaign",
-               "policy", "propensity", "value", "reason", "tag", "trigger_id", "artifact",
-               "response")
+               "policy", "propensity", "value", "reason", "tag", "step", "trigger_id",
+               "artifact", "response")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS log (
   id {serial}, ts_us BIGINT NOT NULL, user_id TEXT NOT NULL, event TEXT NOT NULL,
   channel TEXT NOT NULL, action TEXT, message_id TEXT, campaign TEXT, policy TEXT,
   propensity DOUBLE PRECISION, value DOUBLE PRECISION, reason TEXT, tag TEXT, trigger_id TEXT,
-  artifact TEXT, response TEXT);
+  artifact TEXT, response TEXT, step TEXT);
 CREATE INDEX IF NOT EXISTS log_user ON log (user_id, ts_us);
 CREATE TABLE IF NOT EXISTS outbox (
   message_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, channel TEXT NOT NULL,
@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS api_keys (
   key_hash TEXT PRIMARY KEY, label TEXT NOT NULL, created_us BIGINT NOT NULL);
 """
+#: Columns added to tables after their first release ``(table, column, SQL type)``: a store
+#: created before gets them on its first start with this code (``ALTER TABLE … ADD COLUMN``;
+#: earlier rows read null).
+_ADDED_COLUMNS = (("log", "step", "TEXT"),)
 #: Version of :data:`_SCHEMA` recorded in ``settings`` (a store at this version runs no DDL).
 SCHEMA_VERSION = hashlib.sha256(_SCHEMA.encode()).hexdigest()[:16]
 _DDL_ATTEMPTS = 5
@@ -261,9 +265,20 @@ class Store:
             for stmt in ddl.split(";"):
                 if stmt.strip():
                     self.execute(stmt)
+            for table, column, sql_type in _ADDED_COLUMNS:
+                if column not in self._columns(table):
+                    self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
             self.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) "
                          "DO NOTHING", ("erase_salt", secrets.token_hex(16)))
             self.set_setting("schema_version", SCHEMA_VERSION)
+
+    def _columns(self, table: str) -> set[str]:
+        """Column names of ``table`` (in the store's schema)."""
+        if self.pg:
+            rows = self.query("SELECT column_name FROM information_schema.columns "
+                              "WHERE table_name = ? AND table_schema = current_schema()", (table,))
+            return {r[0] for r in rows}
+        return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
 
     def drop_schema(self) -> None:
         """Drop the PostgreSQL schema given in the URL (tests' clean-up)."""
@@ -373,9 +388,9 @@ class Store:
             (user_id, since_us, until_us))
 
     def message_row(self, message_id: str) -> tuple | None:
-        """``(user_id, channel, campaign, tag)`` of a sent message."""
-        return self.one("SELECT user_id, channel, campaign, tag FROM log WHERE message_id = ? "
-                        "AND event = 'sent'", (message_id,))
+        """``(user_id, channel, campaign, tag, step)`` of a sent message."""
+        return self.one("SELECT user_id, channel, campaign, tag, step FROM log WHERE "
+                        "message_id = ? AND event = 'sent'", (message_id,))
 
     def timeline(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         rows = self.query(

@@ -104,7 +104,7 @@ class Worker:
             self.store.execute("UPDATE log SET response = ? WHERE message_id = ? AND event = 'sent'",
                                (response, message_id))
             if r.status != "sent":
-                sent = self.store.one("SELECT ts_us, campaign, tag, policy FROM log WHERE "
+                sent = self.store.one("SELECT ts_us, campaign, tag, step FROM log WHERE "
                                       "message_id = ? AND event = 'sent'", (message_id,))
                 ts_us = max(to_us(now), sent[0]) if sent else to_us(now)
                 reason = f"{r.status}{' (permanent)' if r.permanent else ''}: {r.error or ''}"
@@ -112,8 +112,8 @@ class Worker:
                     reason = f"{reason[:400]}; fallback to {','.join(chain)}"
                 self.store.append_log([(ts_us, data["user_id"], "failed", data["channel"], None,
                                         message_id, data.get("campaign"), None, None, None,
-                                        reason[:500], sent[2] if sent else None, None, None,
-                                        response)])
+                                        reason[:500], sent[2] if sent else None,
+                                        sent[3] if sent else None, None, None, response)])
                 if user is not None and chain:
                     self.service.fall_back(user, message_id, chain, extra["decision"],
                                            sent[0] if sent else None)
