@@ -330,8 +330,9 @@ class DecisionService:
         """The decision context at ``now``. For admissions, rows logged at a later logical
         time (an out-of-order event, another worker ahead) are included stamped ``now``:
         their sends count towards caps, so caps hold whatever the processing order.
-        ``replaced``: message ids whose ``sent`` rows are left out (a failed message that a
-        channel fallback being admitted replaces: the pair counts as one message)."""
+        ``replaced``: message ids whose ``sent`` rows are left out (the failed messages a
+        channel fallback being admitted replaces — every hop of its chain: they count as one
+        message)."""
         cutoff = now - timedelta(days=HISTORY_DAYS)
         reach = {ch: bool(s.consent.get(ch)) and bool(s.addresses.get(ch)) for ch in MESSAGE_CHANNELS}
         hist = [h for h in s.history if cutoff <= h.ts <= now]
@@ -438,8 +439,7 @@ class DecisionService:
             for p in due:
                 self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
             return
-        replaced = frozenset(str(p.decision.meta["replaces"]) for p in due
-                             if p.decision.meta.get("replaces"))
+        replaced = frozenset(mid for p in due for mid in _replaced_ids(p.decision))
         ctx = self._context(s, now, Trigger("admission", now), replaced)
         adm = runtime.admit(rules, due, ctx, pol.name)
         for p in adm.send:
@@ -537,7 +537,8 @@ class DecisionService:
         nxt = reachable[0] if reachable else chain[0]
         rest = [ch for ch in chain[chain.index(nxt) + 1:]]
         meta = dict(d.meta) | {"fallback": rest, "fallback_from": d.channel,
-                               "replaces": failed_id, "dedup": False}
+                               "replaces": failed_id, "replaces_all": [*_replaced_ids(d), failed_id],
+                               "dedup": False}
         named = d.meta.get("fallback_templates")
         template = named.get(nxt) if isinstance(named, Mapping) else None
         if isinstance(template, str) and template:
@@ -553,6 +554,16 @@ class DecisionService:
                     f"fallback:{failed_id}")
         self._save(s)
         return nxt
+
+
+def _replaced_ids(d: Decision) -> list[str]:
+    """Message ids a fallback decision replaces, first hop first: ``meta["replaces_all"]``
+    (every failed message of its chain), else ``meta["replaces"]`` (the one it follows)."""
+    chain = d.meta.get("replaces_all")
+    if isinstance(chain, (list, tuple)):
+        return [str(m) for m in chain]
+    one = d.meta.get("replaces")
+    return [str(one)] if one else []
 
 
 def parse_fallback(spec: Mapping[str, Sequence[str]] | Sequence[str]) -> dict[str, list[str]]:
