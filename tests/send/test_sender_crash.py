@@ -36,7 +36,8 @@ KINDS = ("product_view", "cart_abandon", "signup", "visit", "cart_add", "purchas
 
 def _proc(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMNISIM_SEND_API_KEY": API_KEY}
-    return subprocess.Popen(CLI + args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(CLI + args, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _kill(p: subprocess.Popen) -> None:
