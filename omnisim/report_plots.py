@@ -172,14 +172,16 @@ def plot_journey(funnel: pd.DataFrame, campaign: str):
 
 def plot_journey_steps(steps: pd.DataFrame, campaign: str):
     """One journey's steps (:func:`omnisim.report_tables.journey_steps`): messages chosen,
-    sent, deferred and suppressed (admission rows), opened and clicked, per step."""
+    sent, deferred and suppressed rows (a message may be deferred several times; suppressed
+    rows include decisions that could not message, e.g. ``no_consent``), opened and clicked,
+    per step that messages."""
     import matplotlib.pyplot as plt
 
     g = steps[(steps["campaign"] == campaign) & (steps["chose_message"] > 0)]
     bars = (("chose_message", "chose a message", "0.6"), ("sent", "sent", "C0"),
             ("deferred", "deferred (rows)", "C1"), ("suppressed", "suppressed (rows)", "C3"),
             ("opened", "opened", "C2"), ("clicked", "clicked", "C4"))
-    fig, ax = plt.subplots(figsize=(8, 0.9 * len(g) + 1.4))
+    fig, ax = plt.subplots(figsize=(9, 0.9 * len(g) + 1.4))
     y = np.arange(len(g))
     h = 0.8 / len(bars)
     for i, (col, label, color) in enumerate(bars):
@@ -188,7 +190,7 @@ def plot_journey_steps(steps: pd.DataFrame, campaign: str):
     ax.invert_yaxis()
     ax.set_xlabel("messages / rows")
     ax.set_title(f"{campaign}: per step")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
