@@ -55,7 +55,7 @@ def run_demo(out: Path, *, n_users: int = 1500, days: float = 21, seeds: int = 3
                              metrics={k: float(best[k]) for k in best.index if k.endswith("_mean")})
     yield f"3/5 exported policy {name!r}: {artifact}"
 
-    yield "4/5 the same engagement report on the winning policy's simulated log …"
+    yield "4/5 the same engagement report (and, for a journey, its funnel) on the winning policy's simulated log …"
     run = run_one("default", name, seed=0, n_users=n_users, days=days)
     sim_log = write_log(run.log, data_dir / "simulated.parquet")
     sim_users = data_dir / "simulated_users.parquet"
@@ -64,6 +64,11 @@ def run_demo(out: Path, *, n_users: int = 1500, days: float = 21, seeds: int = 3
                    {"log_path": str(sim_log.resolve()), "users_path": str(sim_users.resolve()),
                     "title": f"Simulated log: {run.policy}", "group_by": "segment"})
     yield f"    report: {r.html_path}"
+    if run.log["step"].notna().any():  # a journey: entries, steps and what each step did
+        r = run_report("journey_funnel", out / "journey_funnel_simulated.html",
+                       {"log_path": str(sim_log.resolve()), "users_path": str(sim_users.resolve()),
+                        "title": f"Journey funnel, simulated: {run.policy}"})
+        yield f"    report: {r.html_path}"
 
     yield "5/5 learning policies (uplift on Hillstrom; send time and channel choice in the simulator) …"
     r = run_report("learn_and_export", out / "learn_and_export.html",
