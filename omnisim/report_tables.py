@@ -461,12 +461,43 @@ def user_saturation(src: LogSource, low_per_week: float = 1.0, high_per_week: fl
 
 # --------------------------------------------------------------------------- journeys
 
+def _entries_cte(gap: str, has_step: bool) -> str:
+    """CTEs ending in ``ent``: the log's ``decided`` rows of campaigns (``user_id``,
+    ``campaign``, ``ts``, ``step``, ``rn`` — the row's position in the log, which orders rows
+    at one instant as they happened), each with ``since`` (interval from the user's previous
+    decision in the campaign), ``new_entry`` (1 when it starts an entry; rules in
+    :func:`journey_funnel`) and ``entry_no`` (1, 2, … per user and campaign). ``gap``: SQL
+    interval of ``entry_gap_h``; ``has_step``: whether the log has the ``step`` column."""
+    step = "CAST(step AS VARCHAR)" if has_step else "CAST(NULL AS VARCHAR)"
+    return f"""
+    cdec AS (SELECT user_id, campaign, ts, {step} AS step, row_number() OVER () AS rn
+             FROM log WHERE event = 'decided' AND campaign IS NOT NULL),
+    -- the entry step: the step of users' first decision in the campaign (NULL: no step ids)
+    firsts AS (SELECT campaign, step, row_number() OVER (PARTITION BY user_id, campaign ORDER BY ts, rn) AS k
+               FROM cdec),
+    entry_step AS (SELECT campaign, mode(step) AS entry_step FROM firsts WHERE k = 1 GROUP BY 1),
+    ent1 AS (SELECT d.*, d.ts - lag(d.ts) OVER w AS since,
+                    CASE WHEN lag(d.ts) OVER w IS NULL THEN 1
+                         WHEN e.entry_step IS NOT NULL AND d.step IS NOT NULL
+                           THEN CASE WHEN d.step = e.entry_step THEN 1 ELSE 0 END
+                         WHEN d.ts - lag(d.ts) OVER w > {gap} THEN 1 ELSE 0 END AS new_entry
+             FROM cdec d LEFT JOIN entry_step e USING (campaign)
+             WINDOW w AS (PARTITION BY d.user_id, d.campaign ORDER BY d.ts, d.rn)),
+    ent AS (SELECT *, sum(new_entry) OVER (PARTITION BY user_id, campaign ORDER BY ts, rn
+                                           ROWS UNBOUNDED PRECEDING) AS entry_no FROM ent1)"""
+
+
 def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_h: float = 336.0,
                    max_steps: int = 8, confidence: float = 0.95) -> pd.DataFrame:
     """Per journey (``campaign`` of ``decided`` rows): entries → each step → conversion / exit.
 
-    - **Entry**: a ``decided`` row of the campaign for a user whose previous decision in that
-      campaign is more than ``entry_gap_h`` hours earlier (or who had none).
+    - **Entry**: with step ids (the log's ``step`` column), a ``decided`` row at the
+      campaign's entry step — the step of users' first decision in the campaign (``entry``
+      for a journey whose first step waits, else its first step), so a re-entry soon after
+      the previous one is still an entry (a journey whose ``next`` leads back to its first
+      step counts each loop as one); without them, a ``decided`` row of the campaign for a
+      user whose previous decision in that campaign is more than ``entry_gap_h`` hours
+      earlier (or who had none).
     - **Steps**: the campaign's ``sent`` rows of the user from the entry on (until the next
       entry), numbered in send order (the simulator does not log step ids; a log with a
       ``step`` column gets the most common step id of each position as its label), capped at
@@ -490,11 +521,8 @@ def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_
     has_step = src.has_column("step")
     step_col = ", CAST(step AS VARCHAR) AS step_id" if has_step else ", NULL AS step_id"
     q = f"""
-    WITH dec AS (SELECT user_id, campaign, ts FROM log WHERE event = 'decided' AND campaign IS NOT NULL),
-    d2 AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR ts - lag(ts) OVER w > {gap} THEN 1 ELSE 0 END AS new_entry
-           FROM dec WINDOW w AS (PARTITION BY user_id, campaign ORDER BY ts)),
-    d3 AS (SELECT *, sum(new_entry) OVER (PARTITION BY user_id, campaign ORDER BY ts ROWS UNBOUNDED PRECEDING) AS entry_no FROM d2),
-    en AS (SELECT user_id, campaign, entry_no, min(ts) AS entry_ts FROM d3 GROUP BY ALL),
+    WITH {_entries_cte(gap, has_step)},
+    en AS (SELECT user_id, campaign, entry_no, min(ts) AS entry_ts FROM ent GROUP BY ALL),
     e2 AS (SELECT *, lead(entry_ts) OVER (PARTITION BY user_id, campaign ORDER BY entry_ts) AS next_ts FROM en),
     {_msg_cte(step_col)},
     s1 AS (SELECT m.*, e.entry_no, e.entry_ts FROM (SELECT * FROM msg WHERE campaign <> '{MISSING}') m ASOF JOIN e2 e
@@ -568,28 +596,21 @@ def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float =
     ``suppressed`` (admission rows — one message may be deferred several times),
     ``sent``, ``delivered``, ``opened``, ``clicked`` (messages), ``channel`` (the most common
     of its sends), ``open_rate`` and ``click_rate`` (per sent message, Wilson ``_lo`` /
-    ``_hi``), ``median_h_from_prev`` (hours from the user's previous decision in the campaign,
-    over the decisions less than ``entry_gap_h`` hours after one — later ones start a new
-    entry, as in :func:`journey_funnel`) and ``top_reasons`` (the ``top_reasons`` most common
-    deferral / suppression reasons with their counts).
+    ``_hi``), ``median_h_from_prev`` (hours from the user's previous decision in the same
+    entry; entries as in :func:`journey_funnel`) and ``top_reasons`` (the ``top_reasons``
+    most common deferral / suppression reasons with their counts).
     """
     if not src.has_column("step"):
         return pd.DataFrame()
     gap = _interval_us(entry_gap_h, "entry_gap_h")
     q = f"""
-    WITH s AS (SELECT ts, user_id, event, channel, message_id, campaign, reason, CAST(step AS VARCHAR) AS step,
-                      row_number() OVER () AS rn
-               FROM log WHERE step IS NOT NULL AND campaign IS NOT NULL),
-    d1 AS (SELECT user_id, campaign, step, ts, rn,
-                  ts - lag(ts) OVER (PARTITION BY user_id, campaign ORDER BY ts) AS since
-           FROM s WHERE event = 'decided'),
-    d2 AS (SELECT *, sum(CASE WHEN since IS NULL OR since > {gap} THEN 1 ELSE 0 END)
-                      OVER (PARTITION BY user_id, campaign ORDER BY ts ROWS UNBOUNDED PRECEDING) AS entry_no
-           FROM d1),
-    -- rows at one instant keep the log's order (the order they happened in: engines and sender write so)
-    d3 AS (SELECT *, row_number() OVER (PARTITION BY user_id, campaign, entry_no ORDER BY ts, rn) AS pos FROM d2),
+    WITH {_entries_cte(gap, True)},
+    s AS (SELECT ts, event, channel, message_id, campaign, reason, CAST(step AS VARCHAR) AS step
+          FROM log WHERE step IS NOT NULL AND campaign IS NOT NULL),
+    d3 AS (SELECT *, row_number() OVER (PARTITION BY user_id, campaign, entry_no ORDER BY ts, rn) AS pos
+           FROM ent WHERE step IS NOT NULL),
     dec AS (SELECT campaign, step, median(pos) AS pos,
-                   median(epoch(since) / 3600.0) FILTER (WHERE since <= {gap}) AS median_h_from_prev
+                   median(epoch(since) / 3600.0) FILTER (WHERE new_entry = 0) AS median_h_from_prev
             FROM d3 GROUP BY ALL),
     agg AS (SELECT campaign, step, min(ts) AS first_ts,
            count(*) FILTER (WHERE event = 'decided') AS decided,

@@ -244,18 +244,37 @@ def test_journey_funnel_hillstrom(runs, hill_raw):
     assert fun.loc[1, "drop_off"] == pytest.approx(1 - fun.loc[1, "reached"] / len(hill_raw))
 
 
+def _gap_entries(log: pd.DataFrame, hours: float = 72.0) -> int:
+    dec = log[(log["event"] == "decided") & log["campaign"].notna()].sort_values("ts", kind="stable")
+    gap = dec.groupby(["user_id", "campaign"])["ts"].diff()
+    return int((gap.isna() | (gap > pd.Timedelta(hours=hours))).sum())
+
+
 def test_journey_funnel_sim_entries_and_steps(runs, sim):
+    """With step ids an entry is a decision at the journey's first step (offer_email for the
+    seed journey), re-entries within entry_gap_h included."""
     fun = pd.DataFrame(runs[("sim", "journey_funnel")][1]["journeys"])
     log = sim.log
-    dec = log[(log["event"] == "decided") & log["campaign"].notna()].sort_values("ts")
-    gap = dec.groupby(["user_id", "campaign"])["ts"].diff()
-    entries = int((gap.isna() | (gap > pd.Timedelta(hours=72))).sum())
+    dec = log[(log["event"] == "decided") & (log["campaign"] == "seed_journey")]
+    entries = int((dec["step"] == "offer_email").sum())
+    assert entries > _gap_entries(log)  # some users re-enter within 72 h
     g = fun[fun["campaign"] == "seed_journey"].set_index("step")
     assert g.loc[0, "entries"] == entries == g.loc[0, "reached"]
     assert (g["converted_here"] + g["exited_here"]).sum() == entries
     sent = log[(log["event"] == "sent") & (log["campaign"] == "seed_journey")]
     assert g["messages"].sum() == len(sent)
     assert list(g["reached"]) == sorted(g["reached"], reverse=True)
+
+
+def test_journey_funnel_without_step_ids_splits_entries_by_gap(sim):
+    from omnisim import report_tables as T
+    from omnisim.report_data import open_log
+
+    log = sim.log.drop(columns=["step"])
+    fun = T.journey_funnel(open_log(log), entry_gap_h=72.0)
+    g = fun[fun["campaign"] == "seed_journey"].set_index("step")
+    assert g.loc[0, "entries"] == _gap_entries(log) == g.loc[0, "reached"]
+    assert (g["converted_here"] + g["exited_here"]).sum() == g.loc[0, "entries"]
 
 
 def test_journey_steps_sim_against_the_log(runs, sim):
