@@ -493,9 +493,9 @@ def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_
 
     - **Entry**: with step ids (the log's ``step`` column), a ``decided`` row at the
       campaign's entry step — the step of users' first decision in the campaign (``entry``
-      for a journey whose first step waits, else its first step), so a re-entry soon after
-      the previous one is still an entry (a journey whose ``next`` leads back to its first
-      step counts each loop as one); without them, a ``decided`` row of the campaign for a
+      for a journey whose first step waits, else its first step; journeys do not loop), so a
+      re-entry soon after the previous one is still an entry; without them, a ``decided``
+      row of the campaign for a
       user whose previous decision in that campaign is more than ``entry_gap_h`` hours
       earlier (or who had none).
     - **Steps**: the campaign's ``sent`` rows of the user from the entry on (until the next

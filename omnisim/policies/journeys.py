@@ -41,8 +41,17 @@ marked with ``meta["template_channel"]``); ``fallback: []`` forbids it even when
 has a ``--fallback`` default; no key leaves the sender's default. A list item may itself be
 a one-entry mapping (``[{email: browse_email}, sms]``): the form exported artifacts use,
 since their JSON sorts mapping keys (:func:`ordered_fallbacks`). The simulator does not
-re-route bounces, so ``fallback`` does not change simulated results (docs/sender.md,
+re-route bounces, so ``fallback`` alone does not change simulated results (docs/sender.md,
 "Channel fallback").
+
+Unreachable at decision time (``fallback_if_unreachable: true``, simulator and sender
+alike): when the user cannot be messaged on the step's channel (no consent or address),
+the step messages on the first reachable channel of its ``fallback`` chain instead of
+being suppressed ``no_consent`` — with the template named for that channel (else its own,
+marked ``meta["template_channel"]``), ``meta["fallback_from"]`` = the step's channel and
+the rest of the chain as ``meta["fallback"]``. A later step's condition on the step's
+channel (``{event: sent, channel: push}``) does not see such a message: it went out on
+another channel.
 
 YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
 
@@ -122,7 +131,9 @@ class Step:
     it, ``None`` leaves the sender's default); sent as ``Decision.meta["fallback"]``.
     ``fallback_templates``: ``(channel, template)`` pairs, in chain order, naming the
     template of the re-sent message on each of those channels (channels without one are
-    left out); sent as ``Decision.meta["fallback_templates"]``."""
+    left out); sent as ``Decision.meta["fallback_templates"]``. ``fallback_if_unreachable``:
+    message on the first reachable channel of ``fallback`` when ``channel`` is not reachable
+    at decision time (:meth:`channel_for`)."""
 
     id: str
     channel: str
@@ -137,6 +148,7 @@ class Step:
     expected_value: float = 0.0
     fallback: tuple[str, ...] | None = None
     fallback_templates: tuple[tuple[str, str], ...] = ()
+    fallback_if_unreachable: bool = False
 
     @property
     def message_meta(self) -> dict[str, Any]:
@@ -147,6 +159,42 @@ class Step:
             meta["fallback"] = list(self.fallback)
         if self.fallback_templates:
             meta["fallback_templates"] = dict(self.fallback_templates)
+        return meta
+
+    def channel_for(self, ctx: Context) -> str | None:
+        """The channel this step messages ``ctx``'s user on: its own when reachable; else,
+        with ``fallback_if_unreachable``, the first reachable channel of its fallback chain;
+        else ``None`` (suppressed, ``no_consent``)."""
+        if ctx.can_message(self.channel):
+            return self.channel
+        if self.fallback_if_unreachable:
+            for ch in self.fallback or ():
+                if ctx.can_message(ch):
+                    return ch
+        return None
+
+    def message_meta_on(self, channel: str) -> dict[str, Any]:
+        """:attr:`message_meta` of this step's message sent on ``channel``: its own channel,
+        or a channel of its fallback chain (:meth:`channel_for`) — then with the template
+        named for that channel (else the step's, marked ``template_channel``),
+        ``fallback_from`` and the chain's rest as ``fallback``."""
+        meta = self.message_meta
+        if channel == self.channel:
+            return meta
+        chain = list(self.fallback or ())
+        rest = chain[chain.index(channel) + 1:]
+        named = dict(self.fallback_templates)
+        meta["fallback"] = rest
+        meta["fallback_from"] = self.channel
+        if named.get(channel):
+            meta["template"] = named[channel]
+        else:
+            meta["template_channel"] = self.channel
+        left = {ch: t for ch, t in named.items() if ch in rest}
+        if left:
+            meta["fallback_templates"] = left
+        else:
+            meta.pop("fallback_templates", None)
         return meta
 
     def due(self, after: datetime, timezone: str) -> datetime:
@@ -263,15 +311,15 @@ class Journey:
         if not ok or step.channel == NO_ACTION:
             decision = replace(no_message(self.name, p, self.journey),
                                meta=meta | {"branch": "next" if ok else "otherwise"})
-        elif not ctx.can_message(step.channel):
+        elif (channel := step.channel_for(ctx)) is None:
             decision = replace(no_message(self.name, p, self.journey, reason="no_consent"), meta=meta)
         else:
             sent.append(step.id)
             decision = Decision(
-                action=step.channel, channel=step.channel, propensity=p, policy=self.name,
+                action=channel, channel=channel, propensity=p, policy=self.name,
                 campaign=self.journey, tag=step.tag, priority=step.priority,
                 expected_value=step.expected_value,
-                meta=meta | step.message_meta | {"dedup": index == 0})
+                meta=meta | step.message_meta_on(channel) | {"dedup": index == 0})
         nxt = self.target(index, ok)
         if nxt is not None:
             follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
@@ -362,13 +410,13 @@ class Journey:
         if not ok or step.channel == NO_ACTION:
             decision_args = dict(action=NO_ACTION, channel=NO_ACTION,
                                  meta=meta | {"branch": "next" if ok else "otherwise"})
-        elif not ctx.can_message(step.channel):
+        elif (channel := step.channel_for(ctx)) is None:
             decision_args = dict(action=NO_ACTION, channel=NO_ACTION, reason="no_consent", meta=meta)
         else:
             sent.append(step.id)
-            decision_args = dict(action=step.channel, channel=step.channel, tag=step.tag,
+            decision_args = dict(action=channel, channel=channel, tag=step.tag,
                                  priority=step.priority, expected_value=step.expected_value,
-                                 meta=meta | step.message_meta | {"dedup": index == 0})
+                                 meta=meta | step.message_meta_on(channel) | {"dedup": index == 0})
         if nxt is not None:
             follow = payload | {"step": nxt.id, "step_at": ctx.now.isoformat(), "sent": sent}
             follow_ups = (FollowUp(nxt.due(ctx.now, ctx.timezone), follow),)
@@ -457,6 +505,11 @@ def _validate(j: Journey) -> None:
                 raise _spec.fail(E, f"{p}.fallback", "a tuple of channels", s.fallback)
             _check_fallback(tuple(s.fallback), s.channel, f"{p}.fallback")
         _check_fallback_templates(s, f"{p}.fallback_templates")
+        if not isinstance(s.fallback_if_unreachable, bool):
+            raise _spec.fail(E, f"{p}.fallback_if_unreachable", "true or false", s.fallback_if_unreachable)
+        if s.fallback_if_unreachable and not s.fallback:
+            raise _spec.fail(E, f"{p}.fallback_if_unreachable", "a step with a fallback chain to "
+                             "move to (add 'fallback:')", s.fallback)
         for k, c in enumerate(s.when):
             if c.event not in EVENTS:
                 raise _spec.fail(E, f"{p}.when[{k}].event", "an engagement-log event", c.event)
@@ -599,7 +652,7 @@ def _condition(spec: Any, path: str) -> Condition:
 def _step(spec: Any, path: str) -> Step:
     E, g = JourneyError, _spec.get
     keys = {"id", "channel", "delay_h", "at_local_hour", "when", "next", "otherwise", "template",
-            "tag", "priority", "expected_value", "fallback"}
+            "tag", "priority", "expected_value", "fallback", "fallback_if_unreachable"}
     s = _spec.check_keys(spec, keys, path, E)
     when = [_condition(c, _spec.join(path, f"when[{i}]")) for i, c in enumerate(_spec.get_list(s, "when", path, E, []))]
     fields: dict[str, Any] = dict(
@@ -614,7 +667,9 @@ def _step(spec: Any, path: str) -> Step:
         priority=g(s, "priority", int, path, E, default=0),
         expected_value=g(s, "expected_value", float, path, E, default=0.0))
     fallback, fallback_templates = _fallback(s, path)  # checked last, as before
-    return Step(**fields, fallback=fallback, fallback_templates=fallback_templates)
+    unreachable = g(s, "fallback_if_unreachable", bool, path, E, default=False)
+    return Step(**fields, fallback=fallback, fallback_templates=fallback_templates,
+                fallback_if_unreachable=unreachable)
 
 
 def journey_from_dict(spec: Any, path: str = "") -> Journey:
