@@ -495,12 +495,11 @@ def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_
       campaign's entry step — the step of users' first decision in the campaign (``entry``
       for a journey whose first step waits, else its first step; journeys do not loop), so a
       re-entry soon after the previous one is still an entry; without them, a ``decided``
-      row of the campaign for a
-      user whose previous decision in that campaign is more than ``entry_gap_h`` hours
-      earlier (or who had none).
+      row of the campaign for a user whose previous decision in that campaign is more than
+      ``entry_gap_h`` hours earlier (or who had none).
     - **Steps**: the campaign's ``sent`` rows of the user from the entry on (until the next
-      entry), numbered in send order (the simulator does not log step ids; a log with a
-      ``step`` column gets the most common step id of each position as its label), capped at
+      entry), numbered in send order (labelled with the most common step id of each
+      position when the log has step ids; :func:`journey_steps` counts by step id), capped at
       ``max_steps`` (the last is "that many or more").
     - **Conversion**: a purchase by the user within ``conversion_window_h`` hours after the
       entry (inclusive) and before the next entry.
