@@ -665,15 +665,16 @@ class _Chunk:
         before = float(fat.decay(self.pressure[u], now - self.pressure_t[u], self.fz.half_life_h))
         self.pressure[u] = float(fat.add_message(before, self.weight[c]))
         self.pressure_t[u] = now
+        step = d.step
         self._log(u, now, "sent", ch, action=d.action, message_id=mid, campaign=d.campaign,
                   policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")), tag=d.tag,
-                  step=d.step)
+                  step=step)
         if self.m_n == self.m_cap:
             self._grow_messages()
         k = self.m_n
         self.m_n += 1
         self.m_user[k], self.m_ch[k], self.m_sent[k], self.m_pressure[k] = u, c, now, before
-        self.m_meta.append((mid, d.campaign, d.tag, d.step))
+        self.m_meta.append((mid, d.campaign, d.tag, step))
         self.q.push(now + self.deliv_h[c], u, K_DELIVER, k)
 
     def on_deliver(self, users: np.ndarray, t: np.ndarray, msgs: np.ndarray) -> None:
