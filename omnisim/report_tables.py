@@ -33,7 +33,7 @@ from omnisim.stats import check_confidence, mean_ci_from_sums, wilson_ci
 
 __all__ = [
     "best_hours", "channel_table", "decision_rewards", "engagement_funnel", "evaluate_candidates", "fatigue_curve",
-    "journey_funnel", "journey_steps", "ope_table", "parse_candidate", "send_time_heatmap", "time_to_open",
+    "has_step_ids", "journey_funnel", "journey_steps", "ope_table", "parse_candidate", "send_time_heatmap", "time_to_open",
     "touch_shares", "user_saturation",
 ]
 
@@ -580,6 +580,11 @@ def journey_funnel(src: LogSource, entry_gap_h: float = 72.0, conversion_window_
                "conversion_rate_lo", "conversion_rate_hi"]]
 
 
+def has_step_ids(src: LogSource) -> bool:
+    """Whether some row of the log carries a journey step id (the ``step`` column)."""
+    return src.has_column("step") and bool(src.scalar("SELECT count(step) > 0 FROM log"))
+
+
 def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float = 0.95,
                   top_reasons: int = 3) -> pd.DataFrame:
     """Per journey step (``campaign`` × ``step`` of the log's ``step`` column): what the step
@@ -599,7 +604,7 @@ def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float =
     entry; entries as in :func:`journey_funnel`) and ``top_reasons`` (the ``top_reasons``
     most common deferral / suppression reasons with their counts).
     """
-    if not src.has_column("step"):
+    if not has_step_ids(src):
         return pd.DataFrame()
     gap = _interval_us(entry_gap_h, "entry_gap_h")
     q = f"""

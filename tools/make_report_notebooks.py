@@ -191,12 +191,13 @@ show(classes, pct=["share", "response_rate"])
     "journey_funnel": dict(
         title="Journey funnel",
         params='''
-entry_gap_h: float = 72.0  # a decision of a journey more than this many hours after the user's previous one in it starts a new entry
+entry_gap_h: float = 72.0  # without step ids: a decision of a journey more than this many hours after the user's previous one in it starts a new entry
 conversion_window_h: float = 336.0  # a purchase this many hours after the entry (inclusive) counts as a conversion
 max_steps: int = 8  # steps shown per journey (the last is that many or more)
 ''',
-        note='("Steps are taken from the log\'s `step` column." if src.has_column("step") else '
-             '"The log has no step ids (the simulator does not log them): steps are the journey\'s sends in order.")',
+        note='("Step labels come from the log\'s `step` column (the journey step behind each row)." '
+             'if T.has_step_ids(src) else "The log has no step ids: steps are the journey\'s sends in order, '
+             'and the per-step table is left out.")',
         cells=[
             ("md", "## Entries, steps, conversions and exits\n\nPer journey (`campaign` of the decisions): entries, "
                    "how many reach each step, drop-off per step, hours between steps, and where entries end "
@@ -214,6 +215,21 @@ else:
     show(fun.drop_duplicates("campaign")[["campaign", "entries", "conversions", "conversion_rate",
                                           "conversion_rate_lo", "conversion_rate_hi"]],
          pct=["conversion_rate"], ci=["conversion_rate"])
+'''),
+            ("md", "## Per step: decisions, pressure rules, outcomes\n\nPer journey step (the log's `step` "
+                   "column): decisions at the step, how many chose a message, what the pressure rules did "
+                   "(deferred and suppressed rows, with the most common reasons), and how the sent messages "
+                   "fared (open and click rates with Wilson intervals)."),
+            ("code", '''
+steps = T.journey_steps(src, entry_gap_h, confidence)
+numbers["steps"] = records(steps)
+if steps.empty:
+    display(Markdown("_No row of the log carries a journey step id: nothing to show per step._"))
+else:
+    for camp in steps["campaign"].unique():
+        if (steps.loc[steps["campaign"] == camp, "chose_message"] > 0).any():
+            P.plot_journey_steps(steps, camp); plt.show()
+    show(steps, pct=["open_rate", "click_rate"], ci=["open_rate", "click_rate"])
 '''),
         ]),
     "policy_evaluation": dict(
