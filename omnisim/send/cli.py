@@ -76,7 +76,7 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
     if policy_path is not None and store.setting("policy_sha256") != policy.sha256:
         service.swap_policy(policy)
     if providers is not None:
-        pset = ProviderSet.from_yaml(providers, sent_keys=store)
+        pset = ProviderSet.from_yaml(providers, sent_keys=store, rates=store)
     else:
         click.echo(f"no --providers: dry run, messages go to {DRY_RUN_FILE}", err=True)
         pset = ProviderSet.from_dict({"channels": {ch: [{"type": "file", "path": DRY_RUN_FILE}]

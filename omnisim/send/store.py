@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS sent_keys (
   ts_us BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
   id {serial}, received_us BIGINT NOT NULL, reason TEXT NOT NULL, item TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat_us BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
   key_hash TEXT PRIMARY KEY, label TEXT NOT NULL, created_us BIGINT NOT NULL);
 """
@@ -386,6 +387,22 @@ class Store:
             "SELECT ts_us, event, channel, message_id, campaign, tag, value FROM log "
             "WHERE user_id = ? AND ts_us >= ? AND ts_us <= ? ORDER BY ts_us, id",
             (user_id, since_us, until_us))
+
+    # -- shared rate limits ----------------------------------------------------------------
+    def reserve_rate(self, key: str, interval_s: float, tolerance_s: float, now_s: float) -> float:
+        """Reserve one request of the rate limit ``key`` at ``now_s`` (epoch seconds) and
+        return the wait before it may go (seconds): GCRA with emission interval
+        ``interval_s`` (1 / rate) and burst tolerance ``tolerance_s`` ((burst - 1) /
+        rate). One atomic statement, so every process on the store shares the limit
+        (:class:`~omnisim.send.providers.SharedTokenBucket`)."""
+        now_us, step_us = int(round(now_s * 1e6)), max(1, int(round(interval_s * 1e6)))
+        bigger = "GREATEST" if self.pg else "max"
+        row = self.one(
+            "INSERT INTO rate_limits (key, tat_us) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+            f"SET tat_us = {bigger}(rate_limits.tat_us, ?) + ? RETURNING tat_us",
+            (key, now_us + step_us, now_us, step_us))
+        start_us = int(row[0]) - step_us  # when this request's slot begins
+        return max(0.0, (start_us - now_us) / 1e6 - tolerance_s)
 
     def message_row(self, message_id: str) -> tuple | None:
         """``(user_id, channel, campaign, tag, step)`` of a sent message."""

@@ -69,6 +69,15 @@ class SentKeys(Protocol):
     def mark(self, key: str, provider: str, provider_message_id: str | None) -> None: ...
 
 
+class RateStore(Protocol):
+    """Rate-limit reservations shared by every process on one store (implemented by
+    :class:`omnisim.send.store.Store`): a GCRA bucket per ``key``."""
+
+    def reserve_rate(self, key: str, interval_s: float, tolerance_s: float, now_s: float) -> float:
+        """Reserve one request at ``now_s`` (epoch seconds); returns the wait before it (s)."""
+        ...
+
+
 class MemorySentKeys:
     """``SentKeys`` in a dict, for tests and dry runs; thread-safe, lost at exit."""
 

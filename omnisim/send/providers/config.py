@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from omnisim.policies import _spec
 from omnisim.send.providers.base import OutboundMessage, Provider, ProviderConfigError
 from omnisim.send.providers.filesink import FileSink
-from omnisim.send.providers.resilience import Resilience
+from omnisim.send.providers.resilience import RATE_SCOPES, Resilience
 from omnisim.send.providers.smtp import SmtpProvider
 from omnisim.send.providers.webhook import BodyTemplate, TemplateError, WebhookProvider
 
@@ -52,7 +52,9 @@ def _resilience(spec: Mapping[str, Any], path: str, base: Resilience) -> Resilie
         backoff_max_s=num("backoff_max_s", positive=False),
         retry_after_max_s=num("retry_after_max_s", positive=False),
         failure_threshold=num("failure_threshold", int, 1),
-        reset_after_s=num("reset_after_s", positive=False))
+        reset_after_s=num("reset_after_s", positive=False),
+        rate_scope=_spec.get(spec, "rate_scope", str, path, E, default=base.rate_scope,
+                             choices=RATE_SCOPES))
     if res.burst is not None and res.rate_per_s is None:
         raise E(f"{_spec.join(path, 'burst')}: needs rate_per_s (burst alone limits nothing)")
     return res

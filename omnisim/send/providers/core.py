@@ -18,11 +18,11 @@ from typing import Any, Literal, Mapping
 from omnisim.policies import _spec
 from omnisim.send.providers.base import (
     Attempt, DeliveryResult, MemorySentKeys, OutboundMessage, Provider, ProviderConfigError,
-    SentKeys,
+    RateStore, SentKeys,
 )
 from omnisim.send.providers.config import ProviderSpec, parse_providers
 from omnisim.send.providers.resilience import (
-    CircuitBreaker, Clock, Resilience, Sleep, TokenBucket, backoff_s,
+    CircuitBreaker, Clock, Resilience, SharedTokenBucket, Sleep, TokenBucket, backoff_s,
 )
 
 __all__ = ["ProviderSet"]
@@ -37,7 +37,7 @@ class _Guarded:
     provider: Provider
     resilience: Resilience
     breaker: CircuitBreaker
-    bucket: TokenBucket | None
+    bucket: TokenBucket | SharedTokenBucket | None
 
 
 @dataclass
@@ -62,12 +62,15 @@ class ProviderSet:
 
     ``sent_keys`` records accepted idempotency keys (default: in memory); a key already seen
     is not sent again by any provider, which is what makes SMTP and the file sink safe to
-    retry after a crash. ``clock`` (monotonic seconds), ``sleep`` (seconds) and ``rng`` are
-    injected so tests control time and jitter.
+    retry after a crash. ``rates`` (the sender's store) holds the rate limits shared by every
+    process on it (``rate_scope: shared``, the default; without ``rates`` every limit is this
+    process's). ``clock`` (monotonic seconds), ``wall_clock`` (epoch seconds, for shared
+    limits), ``sleep`` (seconds) and ``rng`` are injected so tests control time and jitter.
     """
 
     def __init__(self, specs: list[ProviderSpec], *, sent_keys: SentKeys | None = None,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep,
+                 rates: RateStore | None = None, clock: Clock = time.monotonic,
+                 wall_clock: Clock = time.time, sleep: Sleep = time.sleep,
                  rng: random.Random | None = None) -> None:
         self.sent_keys: SentKeys = sent_keys if sent_keys is not None else MemorySentKeys()
         self._sleep = sleep
@@ -75,28 +78,29 @@ class ProviderSet:
         self._chains: dict[str, list[_Guarded]] = {}
         for spec in specs:
             res = spec.resilience
-            bucket = None
-            if res.rate_per_s is not None:
-                bucket = TokenBucket(res.rate_per_s, res.burst or max(1.0, res.rate_per_s), clock, sleep)
+            bucket: TokenBucket | SharedTokenBucket | None = None
+            burst = res.burst or max(1.0, res.rate_per_s or 1.0)
+            if res.rate_per_s is not None and rates is not None and res.rate_scope == "shared":
+                bucket = SharedTokenBucket(rates, f"provider:{spec.provider.name}", res.rate_per_s,
+                                           burst, wall_clock, sleep)
+            elif res.rate_per_s is not None:
+                bucket = TokenBucket(res.rate_per_s, burst, clock, sleep)
             breaker = CircuitBreaker(spec.provider.name, res.failure_threshold, res.reset_after_s, clock)
             self._chains.setdefault(spec.channel, []).append(_Guarded(spec.provider, res, breaker, bucket))
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, sent_keys: SentKeys | None = None,
-                  clock: Clock = time.monotonic, sleep: Sleep = time.sleep,
-                  rng: random.Random | None = None) -> "ProviderSet":
-        """Load a providers YAML file; relative file paths in it are relative to the file."""
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> "ProviderSet":
+        """Load a providers YAML file; relative file paths in it are relative to the file.
+        Keyword arguments as for the constructor."""
         data, label = _spec.load_yaml(path, ProviderConfigError)
-        specs = parse_providers(data, label, Path(path).parent)
-        return cls(specs, sent_keys=sent_keys, clock=clock, sleep=sleep, rng=rng)
+        return cls(parse_providers(data, label, Path(path).parent), **kwargs)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, sent_keys: SentKeys | None = None,
-                  clock: Clock = time.monotonic, sleep: Sleep = time.sleep,
-                  rng: random.Random | None = None, base_dir: str | Path = ".") -> "ProviderSet":
-        """Build from an already-parsed document (same format as the YAML file)."""
-        return cls(parse_providers(data, "", Path(base_dir)), sent_keys=sent_keys, clock=clock,
-                   sleep=sleep, rng=rng)
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | Path = ".",
+                  **kwargs: Any) -> "ProviderSet":
+        """Build from an already-parsed document (same format as the YAML file); keyword
+        arguments as for the constructor."""
+        return cls(parse_providers(data, "", Path(base_dir)), **kwargs)
 
     def channels(self) -> set[str]:
         return set(self._chains)

@@ -1,7 +1,9 @@
 """Per-provider resilience: token-bucket rate limit, retry backoff, circuit breaker.
 
 Time comes from an injected ``clock`` (seconds, monotonic) and waits go through an injected
-``sleep`` (seconds), so tests run instantly and deterministically.
+``sleep`` (seconds), so tests run instantly and deterministically. A rate limit is either
+this process's (:class:`TokenBucket`) or shared by every process on the sender's store
+(:class:`SharedTokenBucket`, ``rate_scope: shared``, the default with a store).
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-__all__ = ["Resilience", "TokenBucket", "CircuitBreaker", "backoff_s"]
+from omnisim.send.providers.base import RateStore
+
+__all__ = ["Resilience", "TokenBucket", "SharedTokenBucket", "CircuitBreaker", "backoff_s",
+           "RATE_SCOPES"]
 
 log = logging.getLogger("omnisim.send.providers")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+#: ``shared``: one bucket for every process on the sender's store; ``process``: per process.
+RATE_SCOPES = ("shared", "process")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class Resilience:
     """One provider's limits and retry settings (see ``docs/providers.md``).
 
     rate_per_s, burst : token bucket; ``rate_per_s=None`` means unlimited.
+    rate_scope : ``shared`` (every process on the store takes from one bucket; per process
+        when there is no store) or ``process``.
     timeout_s : socket timeout of one request.
     max_attempts : requests to this provider per message before failing over.
     backoff_base_s, backoff_max_s : full-jitter backoff, ``U(0, min(max, base * 2**k))``.
@@ -35,6 +44,7 @@ class Resilience:
 
     rate_per_s: float | None = None
     burst: float | None = None
+    rate_scope: str = "shared"
     timeout_s: float = 10.0
     max_attempts: int = 3
     backoff_base_s: float = 0.5
@@ -71,6 +81,30 @@ class TokenBucket:
             self._last = now
             self._tokens -= 1.0
             wait_s = -self._tokens / self.rate_per_s if self._tokens < 0 else 0.0
+        if wait_s > 0:
+            self._sleep(wait_s)
+        return wait_s
+
+
+class SharedTokenBucket:
+    """:class:`TokenBucket` kept in the sender's store, so every process (workers, servers,
+    hosts on one PostgreSQL) takes from the same bucket: ``rate_per_s`` is the provider's
+    rate, not each process's. Each ``acquire`` is one atomic reservation in the store (GCRA,
+    the same limits as :class:`TokenBucket`), then one sleep for the wait it returns.
+
+    ``clock``: wall-clock seconds (comparable across processes; default ``time.time``)."""
+
+    def __init__(self, rates: RateStore, key: str, rate_per_s: float, burst: float, clock: Clock,
+                 sleep: Sleep) -> None:
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._rates, self._key = rates, key
+        self._interval_s = 1.0 / rate_per_s
+        self._tolerance_s = (burst - 1.0) * self._interval_s
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self) -> float:
+        """Take one token, waiting if needed; returns the wait in seconds."""
+        wait_s = self._rates.reserve_rate(self._key, self._interval_s, self._tolerance_s, self._clock())
         if wait_s > 0:
             self._sleep(wait_s)
         return wait_s
