@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -128,6 +129,19 @@ class DbUrl:
         raise StoreError(f"--db {url!r}: expected sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
+_SQLITE_WRITERS: dict[str, threading.RLock] = {}
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+def _sqlite_writer(path: str) -> threading.RLock:
+    """This process's write lock of the SQLite file at ``path``, shared by every
+    :class:`Store` on that file (re-entrant: a nested transaction still fails in SQLite
+    with its own error rather than waiting on itself)."""
+    key = os.path.realpath(path)
+    with _SQLITE_WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(key, threading.RLock())
+
+
 def hash_key(key: str) -> str:
     """SHA-256 hex digest of an API key (only the hash is stored)."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -220,15 +234,24 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Store"]:
-        """One atomic unit of work (``BEGIN IMMEDIATE`` on SQLite); rolls back on error."""
+        """One atomic unit of work (``BEGIN IMMEDIATE`` on SQLite); rolls back on error.
+
+        On SQLite the threads of one process first take turns on a lock of their own
+        (:func:`_sqlite_writer`): waiting on it wakes a thread as soon as the writer is done,
+        where SQLite's busy handler polls with growing sleeps and lets newcomers overtake a
+        long waiter — with four clients a 100-event batch's p99 fell from about 1.1 s to
+        0.2 s (BENCHMARKS.md, "Production sender"). Other processes still meet in SQLite's
+        busy handler."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE" if not self.pg else "BEGIN")
-        try:
-            yield self
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        writer = contextlib.nullcontext() if self.pg else _sqlite_writer(self.url.target)
+        with writer:
+            conn.execute("BEGIN IMMEDIATE" if not self.pg else "BEGIN")
+            try:
+                yield self
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def create(self) -> None:
         """Create the tables (idempotent) and the erasure salt.
