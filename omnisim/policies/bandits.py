@@ -401,6 +401,23 @@ class _LinearChannelBandit(BaseEstimator):
         self._learn(self._tracker.feed(events))
         return self
 
+    @property
+    def working_state_lookback_h(self) -> float:
+        """Hours of log before the last row learned from that :meth:`rebuild_working_state`
+        needs: the features' 35-day history plus the reward window of the sends in flight."""
+        return HISTORY_H + float(self.reward_window_h)
+
+    def rebuild_working_state(self, events: pd.DataFrame) -> _LinearChannelBandit:
+        """Rebuild the replay buffer from log rows the learned parameters already reflect
+        (the last ``working_state_lookback_h`` hours up to the last row learned from), as a
+        process that takes over learning must: the rows go through the reward tracker as in
+        :meth:`partial_fit`, and the sends whose window closed in them — learned already —
+        are dropped, not learned twice. The sends still in flight stay in the buffer and
+        are learned by later ``partial_fit`` calls. Returns self."""
+        self._tracker = self._new_tracker()
+        self._tracker.feed(events)
+        return self
+
     def _learn(self, done: list[dict[str, Any]]) -> None:
         if not done:
             return

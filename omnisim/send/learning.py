@@ -27,8 +27,11 @@ change (:meth:`DecisionService.sync_policy`) and load ``learn_artifact``.
 Only the lease owner updates: a policy's working buffers (the bandits' replay buffer of
 sends whose reward window is still open) are not learned parameters and are not in the
 artifact, so the owner keeps its warm copy across updates. A process that takes over (the
-owner stopped renewing its lease for ``lease_s`` wall-clock seconds) starts from the stored
-state with empty buffers, like any loaded artifact.
+owner stopped renewing its lease for ``lease_s`` wall-clock seconds, or a restart) rebuilds
+them before its first update when the policy can (``rebuild_working_state(rows)`` with the
+log rows of its ``working_state_lookback_h`` hours up to the cursor), so the sends in flight
+at the takeover are learned as the previous owner would have; a policy without that method
+starts from the stored state with empty buffers, like any loaded artifact.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class OnlineLearner:
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex[:16]
         self.disabled: str | None = None  # why learning stopped (the policy cannot be exported)
+        #: the learned version whose working buffers this process holds (its own last update)
+        self.warm_version: int | None = None
 
     def cadence(self) -> float | None:
         """Hours between updates of the loaded artifact's policy (None: it does not learn)."""
@@ -122,6 +127,7 @@ class OnlineLearner:
                 self.store.execute("DELETE FROM settings WHERE name = 'learn_artifact'")
                 fitted = None
                 result = UpdateResult(0, 0)
+                self.warm_version = 0  # nothing learned yet: empty buffers are the right ones
             elif not self._lease_ok(st, wall_us):
                 return None
             else:
@@ -146,6 +152,7 @@ class OnlineLearner:
         if fitted is not None:
             from omnisim.send.service import LoadedPolicy
 
+            self.warm_version = result.version
             assert text is not None
 
             loaded = LoadedPolicy.from_text(text)
@@ -168,8 +175,24 @@ class OnlineLearner:
         svc = self.service
         current = svc.policy if svc.learned_version == version else svc.load_learned(version)
         policy: Any = copy.deepcopy(current.policy)
+        if self.warm_version != version and hasattr(policy, "rebuild_working_state"):
+            self._rebuild(policy, cursor)
         policy.partial_fit(log_frame([r[1:] for r in rows]))
         return policy, len(rows), int(rows[-1][0])
+
+    def _rebuild(self, policy: Any, cursor: int) -> None:
+        """Give ``policy`` (learned from the rows up to ``cursor``) the working buffers the
+        previous owner had: its ``rebuild_working_state`` with the rows of its lookback."""
+        last = self.store.one("SELECT max(ts_us) FROM log WHERE id <= ?", (cursor,))
+        if not last or last[0] is None:
+            return
+        since_us = int(last[0]) - int(float(policy.working_state_lookback_h) * 3.6e9)
+        rows = self.store.query(f"SELECT {','.join(LOG_COLUMNS)} FROM log WHERE id <= ? "
+                                "AND ts_us >= ? ORDER BY id", (cursor, since_us))
+        if rows:
+            policy.rebuild_working_state(log_frame(rows))
+            log.info("online learning: rebuilt the working buffers of %s from %d log rows",
+                     getattr(policy, "name", policy), len(rows))
 
     def _export(self, policy: Any, version: int, rows: int, cursor: int, base: str) -> str | None:
         from omnisim.policies.artifact import ArtifactError, export_policy

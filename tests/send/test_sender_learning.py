@@ -132,3 +132,53 @@ def test_a_policy_swap_starts_learning_over(store_url, bandit_artifact, tmp_path
     assert svc.store.setting("learn_version") == "0"
     clock.set(at(12.0))
     assert svc.learn() is None  # 12 h cadence from 6.5 h
+
+
+def _run_with_takeover(url: str, artifact: Path, takeover: bool, rebuild: bool = True) -> np.ndarray:
+    """Learn at 6.5 h and 12.5 h (sends of 11 h still in their reward window at the second
+    update), then at 18.5 h — by another process when ``takeover`` (the first one's lease
+    has run out). Returns the A matrices of version 3."""
+    clock = ManualClock(at(0))
+    a = service(url, artifact, clock)
+    a.learner.lease_s = 0.0  # its lease expires at once: anyone may take over when due
+    for u in USERS:
+        add_user(a.store, u)
+    for hour, tag in ((0.0, "a"), (3.0, "b"), (7.0, "c"), (11.0, "d")):
+        if hour == 7.0:
+            clock.set(at(6.5))
+            assert a.learn().version == 1
+        feed(a, hour, tag)
+    clock.set(at(12.5))
+    assert a.learn().version == 2  # the 11 h sends are in a's replay buffer, not learned yet
+    feed(a, 14.0, "e")
+    clock.set(at(18.5))
+    learner = a
+    if takeover:  # a new process: it takes over learning when it starts (the update is due)
+        from omnisim.policies.bandits import _LinearChannelBandit
+
+        saved = _LinearChannelBandit.rebuild_working_state
+        if not rebuild:  # as a policy without the method
+            del _LinearChannelBandit.rebuild_working_state
+        try:
+            learner = service(url, artifact, clock)
+            if learner.learned_version == 2:
+                learner.learn()
+        finally:
+            _LinearChannelBandit.rebuild_working_state = saved
+        assert a.learned_version == 2  # the old owner did not learn again
+    else:
+        learner.learn()
+    assert learner.learned_version == 3
+    return learner.policy.policy.A_.copy()
+
+
+def test_a_takeover_learns_the_sends_in_flight_like_the_owner(tmp_path, bandit_artifact):
+    """The process taking over learning rebuilds the owner's replay buffer from the log, so
+    version 3 is the same as without the takeover; with empty buffers it would miss the
+    sends whose reward window was open at the handover."""
+    own = _run_with_takeover(f"sqlite:///{tmp_path / 'own.db'}", bandit_artifact, takeover=False)
+    took = _run_with_takeover(f"sqlite:///{tmp_path / 'took.db'}", bandit_artifact, takeover=True)
+    np.testing.assert_allclose(took, own)
+    cold = _run_with_takeover(f"sqlite:///{tmp_path / 'cold.db'}", bandit_artifact, takeover=True,
+                              rebuild=False)
+    assert not np.allclose(cold, own)
