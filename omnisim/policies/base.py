@@ -238,6 +238,23 @@ class ForwardsLearning:
         fit(events)
         return self
 
+    @property
+    def working_state_lookback_h(self) -> float:
+        """The wrapped policy's (``AttributeError`` when it keeps no working state)."""
+        return self.policy.working_state_lookback_h  # type: ignore[attr-defined]
+
+    @property
+    def rebuild_working_state(self) -> Any:
+        """The wrapped policy's ``rebuild_working_state`` (returning this wrapper);
+        ``AttributeError`` — so ``hasattr`` is false — when it has none."""
+        inner = self.policy.rebuild_working_state  # type: ignore[attr-defined]
+
+        def rebuild(events: Any) -> Any:
+            inner(events)
+            return self
+
+        return rebuild
+
 
 def no_message(policy: str, propensity: float = 1.0, campaign: str | None = None,
                reason: str | None = None) -> Decision:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sender_support import (  # noqa: F401 - fixtures
     T0,
@@ -182,3 +183,16 @@ def test_a_takeover_learns_the_sends_in_flight_like_the_owner(tmp_path, bandit_a
     cold = _run_with_takeover(f"sqlite:///{tmp_path / 'cold.db'}", bandit_artifact, takeover=True,
                               rebuild=False)
     assert not np.allclose(cold, own)
+
+
+def test_wrappers_forward_rebuilding_the_working_state():
+    from omnisim.policies.pressure import with_pressure
+    from omnisim.policies.registry import get_policy
+
+    bandit = LinUCBChannel(update_every_h=6.0, reward_window_h=2.0)
+    wrapped = with_pressure(bandit)
+    assert hasattr(wrapped, "rebuild_working_state")
+    assert wrapped.working_state_lookback_h == bandit.working_state_lookback_h == 35 * 24 + 2.0
+    assert wrapped.rebuild_working_state(pd.DataFrame()) is wrapped
+    assert bandit._tracker is not None  # the inner policy got a fresh tracker
+    assert not hasattr(get_policy("seed_journey+pressure"), "rebuild_working_state")
