@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ope_obd.py
 	$(PY) benchmarks/bench_reports.py --events 1000000 --pandas-max 1000000
 	$(PY) benchmarks/bench_sender.py --db sqlite --seconds 10
+	$(PY) benchmarks/bench_rate_limit.py
 	$(PY) benchmarks/bench_tune.py --scenario default --scheduler sequential
 
 clean:
