@@ -19,11 +19,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _stores import bench_store_url  # noqa: E402 - this folder
 from omnisim.send.providers import SharedTokenBucket, TokenBucket  # noqa: E402
 from omnisim.send.store import Store  # noqa: E402
 
@@ -56,12 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,4")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.db == "sqlite":
-            url = f"sqlite:///{Path(tmp) / 'rates.db'}"
-        else:
-            sep = "&" if "?" in args.db else "?"
-            url = f"{args.db}{sep}schema=omnisim_bench_{uuid.uuid4().hex[:8]}"
-        store = Store.open(url)
+        store = Store.open(bench_store_url(args.db, Path(tmp), "rates.db"))
         try:
             print("| store | threads | in-process TokenBucket acquires/s | shared (store) acquires/s "
                   "| ratio | µs per shared acquire |")

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _stores import bench_store_url  # noqa: E402 - this folder
 from omnisim.policies.artifact import export_policy  # noqa: E402
 from omnisim.send.store import Store  # noqa: E402
 
@@ -189,11 +190,7 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---:|---|---|---|")
     for n in [int(x) for x in args.servers.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            if args.db == "sqlite":
-                db = f"sqlite:///{Path(tmp) / 'bench.db'}"
-            else:
-                sep = "&" if "?" in args.db else "?"
-                db = f"{args.db}{sep}schema=omnisim_bench_{uuid.uuid4().hex[:8]}"
+            db = bench_store_url(args.db, Path(tmp))
             r = run(db, n, args.seconds, args.clients, args.batch, args.users, Path(tmp))
         print(f"| {r['db']} | {n} | {r['clients']} × {r['batch']} | {r['events']:,} | {r['wall_s']} | "
               f"{r['events_per_s']:,} | {r['events_per_cpu_s']:,} | {r['batch_p50_ms']} / {r['batch_p99_ms']} | "
