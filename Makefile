@@ -24,15 +24,19 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmarks live outside the test suite; each prints its table (see BENCHMARKS.md for the
-# recorded results and the exact commands). This runs the quick ones at modest sizes.
+# recorded results and the exact commands). This runs the quick ones at modest sizes; files
+# they write go to reports/bench/, not over the recorded results in benchmarks/.
+BENCH_OUT := reports/bench
 bench: $(STAMP)
+	mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/bench_engine_simpy.py --users 2000 --days 30 --policy seed_journey+pressure,blast,email_only
-	$(PY) benchmarks/bench_engines.py --ratio-users 2000 --budget-s 120
+	$(PY) benchmarks/bench_engines.py --ratio-users 2000 --budget-s 120 \
+		--json $(BENCH_OUT)/engines.json --plot $(BENCH_OUT)/engine_scaling.png --md $(BENCH_OUT)/engines.md
 	$(PY) benchmarks/bench_ope_obd.py
 	$(PY) benchmarks/bench_reports.py --events 1000000 --pandas-max 1000000
 	$(PY) benchmarks/bench_sender.py --db sqlite --seconds 10
 	$(PY) benchmarks/bench_rate_limit.py
-	$(PY) benchmarks/bench_tune.py --scenario default --scheduler sequential
+	$(PY) benchmarks/bench_tune.py --scenario default --scheduler sequential --out $(BENCH_OUT)/tune_results.jsonl
 
 clean:
 	rm -rf $(VENV) reports/*.html reports/*.ipynb .pytest_cache
