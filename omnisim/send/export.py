@@ -18,10 +18,16 @@ from omnisim.send.store import LOG_COLUMNS, Store
 
 def log_frame(store: Store) -> pd.DataFrame:
     """All log rows, validated, in time order."""
-    parts = [pd.DataFrame(rows, columns=list(LOG_COLUMNS)) for rows in store.log_rows()]
-    if not parts:
+    rows = [row for batch in store.log_rows() for row in batch]
+    if not rows:
         raise OmnisimError("the sender's log is empty: nothing to export yet")
-    df = pd.concat(parts, ignore_index=True)
+    return rows_frame(rows)
+
+
+def rows_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Log rows (:data:`~omnisim.send.store.LOG_COLUMNS` order) as a validated
+    engagement-log frame in time order."""
+    df = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
     df.insert(0, "ts", pd.to_datetime(df.pop("ts_us"), unit="us", utc=True))
     df = df.sort_values("ts", kind="stable").reset_index(drop=True)
     return validate(df, source="sender log")

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from omnisim.policies.runtime import update_cadence
+from omnisim.send.export import rows_frame
 from omnisim.send.store import LOG_COLUMNS, to_us
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,12 +215,7 @@ class OnlineLearner:
 
 def log_frame(rows: list[tuple]) -> pd.DataFrame:
     """Log rows (``LOG_COLUMNS`` order) as an engagement-log frame in time order."""
-    from omnisim.log import validate
-
-    df = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
-    df.insert(0, "ts", pd.to_datetime(df.pop("ts_us"), unit="us", utc=True))
-    df = df.sort_values("ts", kind="stable").reset_index(drop=True)
-    return validate(df, source="sender log")
+    return rows_frame(rows)
 
 
 __all__ = ["OnlineLearner", "UpdateResult", "cadence", "log_frame"]
