@@ -13,6 +13,13 @@ Parquet part, ``<log_dir>/run=<run_id>/part-00000.parquet`` (Hive-style partitio
 them back with ``pandas.read_parquet(log_dir)`` or DuckDB); logs never travel back to the
 client and are never all in memory at once.
 
+A run that fails (raises, or its worker dies) does not stop the others: the sweep finishes,
+then raises :class:`SweepError` carrying the whole table (or, with ``on_error="record"``,
+returns it with an ``error`` column). With ``journal``, every finished row is appended to a
+JSON-lines file as it arrives (:mod:`omnisim.sweep_journal`) and a sweep given the journal
+of an interrupted or partly failed one runs only what is missing. ``omnisim sweep`` keeps
+its journal beside ``--out`` and resumes with ``--resume``.
+
 Config files (``omnisim sweep --config sweep.yaml``)::
 
     scenario: default            # base scenario: built-in name or YAML path
@@ -33,6 +40,7 @@ Every key is validated; an error names the file and key path
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -41,10 +49,12 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from omnisim.errors import OmnisimError
 from omnisim.policies import _spec
+from omnisim.sweep_journal import SweepJournal, task_key
 
-__all__ = ["SweepConfigError", "SweepTask", "SweepConfig", "load_sweep_config", "sweep_tasks",
-           "run_task", "sweep", "run_sweep_config"]
+__all__ = ["SweepConfigError", "SweepError", "SweepTask", "SweepConfig", "load_sweep_config",
+           "sweep_tasks", "run_task", "log_part_path", "sweep", "run_sweep_config"]
 
 CONFIG_KEYS = ("scenario", "n_users", "days", "engine", "seeds", "grid", "policies", "name")
 
@@ -163,34 +173,75 @@ def sweep_tasks(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[i
 
 # -- running one task ------------------------------------------------------------------------
 
+def log_part_path(log_dir: str | Path, run_id: int) -> Path:
+    """Where run ``run_id``'s log goes under ``log_dir`` (one Hive-style partition per run)."""
+    return Path(log_dir) / f"run={run_id}" / "part-00000.parquet"
+
+
 def run_task(task: SweepTask, log_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run one task (on a worker); return its flat metrics row, writing its log if asked."""
+    """Run one task (on a worker); return its flat metrics row, writing its log if asked.
+
+    The log part is written to a temporary name and renamed, so a part that exists is whole.
+    """
     from omnisim.experiment import run_one
     from omnisim.policies.registry import load_policy
 
     policy = load_policy(task.policy) if isinstance(task.policy, Mapping) else task.policy
     r = run_one(task.scenario, policy, task.seed, engine=task.engine)
-    row: dict[str, Any] = {"run_id": task.run_id, "scenario": task.scenario_name,
-                           "policy": task.policy_label, "policy_name": r.policy, "seed": task.seed,
-                           "engine": task.engine, **dict(task.params)}
+    row: dict[str, Any] = _identity(task)
+    row["policy_name"] = r.policy
     row.update({k: v for k, v in r.metrics.items() if not isinstance(v, dict)})
     if log_dir is not None:
-        part = Path(log_dir) / f"run={task.run_id}" / "part-00000.parquet"
+        part = log_part_path(log_dir, task.run_id)
         part.parent.mkdir(parents=True, exist_ok=True)
+        tmp = part.with_name(part.name + ".tmp")
         r.log.assign(scenario=task.scenario_name, policy_label=task.policy_label,
-                     seed=task.seed).to_parquet(part, index=False)
+                     seed=task.seed).to_parquet(tmp, index=False)
+        os.replace(tmp, part)
         row["log_path"] = str(part)
     return row
 
 
+def _identity(task: SweepTask) -> dict[str, Any]:
+    """The columns that name a run, in result-table order."""
+    return {"run_id": task.run_id, "scenario": task.scenario_name, "policy": task.policy_label,
+            "policy_name": None, "seed": task.seed, "engine": task.engine, **dict(task.params)}
+
+
+def _failed_row(task: SweepTask, exc: BaseException) -> dict[str, Any]:
+    return {**_identity(task), "error": f"{type(exc).__name__}: {exc}"}
+
+
 # -- the sweep -------------------------------------------------------------------------------
 
+class SweepError(OmnisimError):
+    """Some runs of a sweep failed. Raised after every other run finished; ``results`` holds
+    the whole table (failed runs with an ``error`` column and no metrics)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, results: pd.DataFrame):
+        super().__init__(message)
+        self.results = results
+
+
 def _results(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(sorted(rows, key=lambda r: r["run_id"])).reset_index(drop=True)
+    table = pd.DataFrame(sorted(rows, key=lambda r: r["run_id"])).reset_index(drop=True)
+    if "error" in table.columns:  # last, after every metric
+        table = table[[c for c in table.columns if c != "error"] + ["error"]]
+    return table
+
+
+def _iter_sequential(tasks: list[SweepTask], log_dir: Any) -> Iterator[tuple[SweepTask, Any]]:
+    for task in tasks:
+        try:
+            yield task, run_task(task, log_dir)
+        except Exception as exc:  # noqa: BLE001 - recorded as the run's error, the sweep goes on
+            yield task, exc
 
 
 def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: int,
-               processes: bool) -> Iterator[dict[str, Any]]:
+               processes: bool) -> Iterator[tuple[SweepTask, Any]]:
     from distributed import Client, LocalCluster, as_completed
 
     own_cluster = own_client = None
@@ -205,11 +256,17 @@ def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: 
             address = scheduler
         client = own_client = Client(address)
     try:
-        futures = [client.submit(run_task, t, None if log_dir is None else str(log_dir),
-                                 key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False)
-                   for t in tasks]
-        for fut in as_completed(futures):
-            yield fut.result()
+        by_key = {}
+        for t in tasks:
+            fut = client.submit(run_task, t, None if log_dir is None else str(log_dir),
+                                key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False)
+            by_key[fut.key] = (fut, t)
+        for fut in as_completed([f for f, _ in by_key.values()]):
+            task = by_key[fut.key][1]
+            try:
+                yield task, fut.result()
+            except Exception as exc:  # noqa: BLE001 - a run's error (or a lost worker), recorded
+                yield task, exc
             fut.release()
     finally:
         if own_client is not None:
@@ -218,11 +275,20 @@ def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: 
             own_cluster.close()
 
 
+def _reusable(row: Mapping[str, Any], log_dir: Any) -> bool:
+    """A journaled row stands in for its run if the log it promises (or not) is there."""
+    if log_dir is None:
+        return True
+    expected = log_part_path(log_dir, int(row["run_id"]))
+    return row.get("log_path") == str(expected) and expected.is_file()
+
+
 def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 3, *,
           grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
           days: float | None = None, engine: str = "fast", scheduler: Any = None,
           n_workers: int = 2, processes: bool = True, log_dir: str | Path | None = None,
-          progress: bool = True, tasks: list[SweepTask] | None = None) -> pd.DataFrame:
+          progress: bool = True, tasks: list[SweepTask] | None = None,
+          journal: str | Path | None = None, on_error: str = "raise") -> pd.DataFrame:
     """Run scenarios × policies × seeds and return one metrics row per run.
 
     Parameters
@@ -238,29 +304,69 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
         Write each run's log as ``<log_dir>/run=<run_id>/part-00000.parquet``.
     progress
         A tqdm bar advancing as runs finish (in completion order).
+    journal
+        A JSON-lines file (:mod:`omnisim.sweep_journal`): each finished run's row is appended
+        as it arrives, and runs already in it with the same task key are not run again — pass
+        the journal of an interrupted sweep to resume it. The rows it gives back equal the
+        rows the runs would give.
+    on_error
+        A run that raises (or whose worker died) never stops the others. ``"raise"``: after
+        all runs, raise :class:`SweepError`, whose ``results`` hold the table; ``"record"``:
+        return the table, failed runs with an ``error`` message and no metrics.
 
     Returns
     -------
     pandas.DataFrame
         Sorted by ``run_id``: ``run_id, scenario, policy, policy_name, seed, engine``, the
-        grid's columns, every flat metric of :func:`omnisim.metrics.log_metrics`, and
-        ``log_path`` when ``log_dir`` is given.
+        grid's columns, every flat metric of :func:`omnisim.metrics.log_metrics`,
+        ``log_path`` when ``log_dir`` is given, and ``error`` when a run failed.
     """
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'record'")
     if tasks is None:
         tasks = sweep_tasks(scenarios, policies, seeds, grid=grid, n_users=n_users, days=days,
                             engine=engine)
     if log_dir is not None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
+    book = SweepJournal(journal) if journal is not None else None
+    keys = {t.run_id: task_key(t) for t in tasks} if book is not None else {}
+    done = book.done(keys.values()) if book is not None else {}
+    rows = [done[keys[t.run_id]] for t in tasks
+            if keys.get(t.run_id) in done and _reusable(done[keys[t.run_id]], log_dir)]
+    reused = {r["run_id"] for r in rows}
+    todo = [t for t in tasks if t.run_id not in reused]
     if scheduler == "sequential":
-        stream: Iterator[dict[str, Any]] = (run_task(t, log_dir) for t in tasks)
+        stream = _iter_sequential(todo, log_dir)
     else:
-        stream = _iter_dask(tasks, scheduler, log_dir, n_workers, processes)
-    rows = []
-    with tqdm(total=len(tasks), unit="run", desc="sweep", disable=not progress) as bar:
-        for row in stream:
-            rows.append(row)
-            bar.update()
-    return _results(rows)
+        stream = _iter_dask(todo, scheduler, log_dir, n_workers, processes) if todo else iter(())
+    failed: list[tuple[SweepTask, BaseException]] = []
+    try:
+        with tqdm(total=len(tasks), initial=len(rows), unit="run", desc="sweep",
+                  disable=not progress) as bar:
+            for task, got in stream:
+                if isinstance(got, BaseException):
+                    failed.append((task, got))
+                    rows.append(_failed_row(task, got))
+                else:
+                    rows.append(got)
+                    if book is not None:
+                        book.append(keys[task.run_id], got)
+                if failed:
+                    bar.set_postfix(failed=len(failed), refresh=False)
+                bar.update()
+    finally:
+        if book is not None:
+            book.close()
+    table = _results(rows)
+    if failed and on_error == "raise":
+        lines = [f"run {t.run_id} ({t.scenario_name}, {t.policy_label}, seed {t.seed}): "
+                 f"{type(e).__name__}: {e}" for t, e in failed[:5]]
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        kept = f"; the {len(tasks) - len(failed)} finished runs are in {journal}" if book else ""
+        raise SweepError(f"{len(failed)} of {len(tasks)} sweep runs failed: " + "; ".join(lines)
+                         + more + kept + "; the error's .results holds the whole table "
+                         "(or pass on_error='record')", table)
+    return table
 
 
 # -- config files ----------------------------------------------------------------------------
@@ -338,8 +444,9 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
 
 def run_sweep_config(source: str | Path | Mapping[str, Any], *, scheduler: Any = None,
                      n_workers: int = 2, log_dir: str | Path | None = None,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, journal: str | Path | None = None,
+                     on_error: str = "raise") -> pd.DataFrame:
     """Load a sweep config and run it (see :func:`sweep`)."""
     cfg = load_sweep_config(source)
     return sweep(None, [], tasks=cfg.tasks, scheduler=scheduler, n_workers=n_workers,
-                 log_dir=log_dir, progress=progress)
+                 log_dir=log_dir, progress=progress, journal=journal, on_error=on_error)
