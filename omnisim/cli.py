@@ -110,9 +110,12 @@ def _dumps(o) -> str:
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Fast engine: processes simulating chunks of 50,000 users at once (-1: one "
                    "per CPU). Same log for any value; helps only above 50,000 users.")
+@click.option("--scheduler", default=None, metavar="ADDR",
+              help="Fast engine: run the chunks of 50,000 users as tasks on Dask distributed: "
+                   "'local' (a LocalCluster of --jobs workers) or tcp://host:8786. Same log.")
 def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | None, seed: int,
                  log_out: Path | None, as_json: bool, progress: bool, engine: str,
-                 n_jobs: int) -> None:
+                 n_jobs: int, scheduler: str | None) -> None:
     """Simulate one policy on a scenario and print its metrics."""
     from omnisim.experiment import run_one
 
@@ -121,8 +124,10 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
                                  param_hint="--jobs")
     if n_jobs != 1 and engine != "fast":
         raise click.BadParameter("applies to the fast engine only", param_hint="--jobs")
+    if scheduler is not None and engine != "fast":
+        raise click.BadParameter("applies to the fast engine only", param_hint="--scheduler")
     r = run_one(scenario, policy, seed, n_users=n_users, days=days, engine=engine,
-                progress=progress and not as_json, n_jobs=n_jobs)
+                progress=progress and not as_json, n_jobs=n_jobs, scheduler=scheduler)
     m = {"users": r.metrics["users"], "days": r.metrics["days"], "seed": seed, "policy": r.policy, **r.metrics}
     if log_out is not None:
         from omnisim.log import write_log

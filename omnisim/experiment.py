@@ -93,15 +93,18 @@ def get_engine(engine: str):
 
 def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
             rules=None, engine: str = DEFAULT_ENGINE, progress: bool = False,
-            n_jobs: int = 1) -> RunResult:
+            n_jobs: int = 1, scheduler: Any = None) -> RunResult:
     """Simulate one policy on one seed with ``engine`` (``fast`` | ``simpy``) and score the log.
 
-    ``n_jobs`` (fast engine only): processes simulating chunks of users at once; the log does
-    not depend on it (see :func:`omnisim.model.engine_fast.simulate`)."""
+    ``n_jobs`` / ``scheduler`` (fast engine only): processes simulating chunks of users at
+    once, or a Dask cluster running them; the log does not depend on either (see
+    :func:`omnisim.model.engine_fast.simulate`)."""
     simulate = get_engine(engine)
-    if n_jobs != 1 and engine != "fast":
-        raise ValueError(f"n_jobs applies to the fast engine only (engine {engine!r})")
-    kw = {"n_jobs": n_jobs} if n_jobs != 1 else {}
+    if (n_jobs != 1 or scheduler is not None) and engine != "fast":
+        raise ValueError(f"n_jobs and scheduler apply to the fast engine only (engine {engine!r})")
+    kw: dict[str, Any] = {"n_jobs": n_jobs} if n_jobs != 1 else {}
+    if scheduler is not None:
+        kw["scheduler"] = scheduler
     scenario, policy = _resolve_scenario(scenario), _resolve_policy(policy)
     if getattr(policy, "update_every_h", None):
         # online learners change as they run: each run starts from the policy as given, so
@@ -142,14 +145,25 @@ def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_user
 
 
 def summarize_runs(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS,
-                   confidence: float = 0.95) -> pd.DataFrame:
-    """One row per policy: for each metric ``<m>_mean``, ``<m>_low``, ``<m>_high`` over seeds."""
+                   confidence: float = 0.95, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
+    """One row per group of ``by`` (default: per policy; a sweep: ``["scenario", "policy"]``):
+    ``seeds`` (distinct seeds of its finished runs) and, for each metric, ``<m>_mean``,
+    ``<m>_low``, ``<m>_high`` over seeds (Student t, ``confidence``).
+
+    Failed sweep runs (an ``error``, :func:`omnisim.sweep.sweep`) are left out of the
+    statistics; when there are any, a ``failed`` column counts them per group."""
+    by = list(by)
+    failed = runs["error"].notna() if "error" in runs.columns else pd.Series(False, index=runs.index)
     out = []
-    for policy, grp in runs.groupby("policy", sort=False):
-        row: dict[str, Any] = {"policy": policy, "seeds": int(grp["seed"].nunique())}
+    for key, grp in runs.groupby(by, sort=False):
+        ok = grp[~failed.loc[grp.index]]
+        row: dict[str, Any] = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["seeds"] = int(ok["seed"].nunique())
+        if failed.any():
+            row["failed"] = int(failed.loc[grp.index].sum())
         for m in metrics:
-            if m in grp:
-                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(grp[m], confidence)
+            if m in ok:
+                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(ok[m], confidence)
         out.append(row)
     return pd.DataFrame(out)
 

@@ -244,9 +244,10 @@ def _default(known: dict[str, dict[str, str]], p: str) -> Any:
 
 
 def check_inputs(params: dict[str, Any]) -> None:
-    """Validate the log (``log_path``) and users table (``users_path``) named in ``params``
-    before any kernel starts: :func:`omnisim.report_data.check_log` (in SQL for Parquet) and
-    :func:`omnisim.analysis.load_users`. Raises :class:`ReportError` (exit code 2) carrying the
+    """Validate the log (``log_path``), users table (``users_path``) and sweep results
+    (``results_path``) named in ``params`` before any kernel starts:
+    :func:`omnisim.report_data.check_log` (in SQL for Parquet),
+    :func:`omnisim.analysis.load_users` and :func:`omnisim.sweep_results.load_sweep_results`. Raises :class:`ReportError` (exit code 2) carrying the
     validation message."""
     from omnisim.analysis import load_users
     from omnisim.log import LogValidationError
@@ -262,6 +263,13 @@ def check_inputs(params: dict[str, Any]) -> None:
             load_users(params["users_path"])
         except (OSError, ValueError) as exc:
             raise ReportError(f"users table: {exc}", exit_code=2) from None
+    if params.get("results_path") is not None:
+        from omnisim.sweep_results import SweepResultsError, load_sweep_results
+
+        try:
+            load_sweep_results(params["results_path"])
+        except SweepResultsError as exc:
+            raise ReportError(exc.one_paragraph(), exit_code=2) from None
 
 
 def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,

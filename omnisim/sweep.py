@@ -242,20 +242,12 @@ def _iter_sequential(tasks: list[SweepTask], log_dir: Any) -> Iterator[tuple[Swe
 
 def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: int,
                processes: bool) -> Iterator[tuple[SweepTask, Any]]:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    own_cluster = own_client = None
-    if isinstance(scheduler, Client):
-        client = scheduler
-    else:
-        if scheduler is None:
-            own_cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                       processes=processes, dashboard_address=None)
-            address: Any = own_cluster
-        else:
-            address = scheduler
-        client = own_client = Client(address)
-    try:
+    from omnisim.cluster import dask_client
+
+    with dask_client("local" if scheduler is None else scheduler, n_workers=n_workers,
+                     processes=processes) as client:
         by_key = {}
         for t in tasks:
             fut = client.submit(run_task, t, None if log_dir is None else str(log_dir),
@@ -268,11 +260,6 @@ def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: 
             except Exception as exc:  # noqa: BLE001 - a run's error (or a lost worker), recorded
                 yield task, exc
             fut.release()
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()
 
 
 def _reusable(row: Mapping[str, Any], log_dir: Any) -> bool:

@@ -713,24 +713,10 @@ def _scheduler(scheduler: Any, n_workers: int) -> Iterator[Any]:
     if scheduler is None or scheduler == "sequential":
         yield "sequential"
         return
-    from distributed import Client, LocalCluster
+    from omnisim.cluster import dask_client
 
-    if isinstance(scheduler, Client):
-        yield scheduler
-        return
-    cluster = None
-    if scheduler == "local":
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")  # any free port: no clash with other clusters
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
+    with dask_client(scheduler, n_workers=n_workers) as client:
         yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:

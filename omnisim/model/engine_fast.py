@@ -21,10 +21,11 @@ and online learning (``partial_fit`` every ``update_every_h``) follow the refere
 Randomness: ``SeedSequence(seed).spawn(3)`` → population, world, policy; the world and
 policy streams are spawned again per chunk of ``chunk_users`` users. Users never interact
 (except through a learning policy, which makes the whole population one chunk), so chunks run
-one after the other — or ``n_jobs`` at a time in forked worker processes, which gives the
-same log — and, with an output path, each chunk's log is written as time-ordered Parquet
-parts (every ``flush_rows`` rows) and dropped: memory is bounded by the chunks in flight, not
-the population. Same seed and chunk size → identical log.
+one after the other — or ``n_jobs`` at a time in forked worker processes, or as tasks on a
+Dask cluster (``scheduler=``), which gives the same log — and, with an output path, each
+chunk's log is written as time-ordered Parquet parts (every ``flush_rows`` rows) and
+dropped: memory is bounded by the chunks in flight, not the population. Same seed and
+chunk size → identical log.
 
 Per-row bookkeeping: log rows are stored by column (:class:`_Rows`; blocks of rows from
 one model call stay numpy arrays) and become a frame once per chunk or part, built in the
@@ -41,15 +42,17 @@ declare theirs), which the contexts' ``can_message`` does not need (consent is c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -1124,11 +1127,12 @@ _WORKER_RUN: _Run | None = None
 _WORKER_PROGRESS: Any = None
 
 
-class _QueueBar:
-    """Stands in for the tqdm bar in a worker: sends simulated hours to the parent."""
+class _RelayBar:
+    """Stands in for the tqdm bar in a worker: ``send(hours)`` every ``every_h`` simulated
+    hours (to a queue read by the parent, or as a Dask event the client subscribes to)."""
 
-    def __init__(self, queue: Any, every_h: float = 24.0):
-        self.queue, self.every_h, self.acc = queue, every_h, 0.0
+    def __init__(self, send: Callable[[float], None], every_h: float = 24.0):
+        self.send, self.every_h, self.acc = send, every_h, 0.0
 
     def update(self, h: float) -> None:
         self.acc += h
@@ -1137,14 +1141,14 @@ class _QueueBar:
 
     def flush(self) -> None:
         if self.acc:
-            self.queue.put(self.acc)
+            self.send(self.acc)
             self.acc = 0.0
 
 
 def _worker_chunk(i: int) -> tuple[int, pd.DataFrame | None, list[Path]]:
     """Run chunk ``i`` of the forked-in run (in a worker process)."""
     assert _WORKER_RUN is not None
-    bar = _QueueBar(_WORKER_PROGRESS)
+    bar = _RelayBar(_WORKER_PROGRESS.put)
     df, parts = _WORKER_RUN.chunk(i, bar)
     bar.flush()
     return i, df, parts
@@ -1194,11 +1198,81 @@ def _run_parallel(run: _Run, n_jobs: int, bar: Any) -> list[tuple[pd.DataFrame |
     return [results[i] for i in range(len(run.starts))]
 
 
+def _dask_chunk(run: _Run, i: int, topic: str) -> tuple[int, pd.DataFrame | None, list[Path]]:
+    """Run chunk ``i`` of ``run`` on a Dask worker; progress goes out as events on ``topic``."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    bar = _RelayBar(lambda h: worker.log_event(topic, (i, h)))
+    with fewer_gc_passes():
+        df, parts = run.chunk(i, bar)
+    return i, df, parts
+
+
+class _ChunkProgress:
+    """The client's bar for chunks on Dask: worker events advance it while a chunk runs,
+    and a finished chunk tops it up to the chunk's whole horizon (late events are ignored)."""
+
+    def __init__(self, bar: Any, horizon_h: float):
+        self.bar, self.horizon_h = bar, horizon_h
+        self.shown: dict[int, float] = {}
+        self.finished: set[int] = set()
+        self.lock = threading.Lock()
+
+    def event(self, event: tuple[float, tuple[int, float]]) -> None:
+        i, h = event[1]
+        with self.lock:
+            if i in self.finished:
+                return
+            h = min(h, self.horizon_h - self.shown.get(i, 0.0))
+            self.shown[i] = self.shown.get(i, 0.0) + h
+            self.bar.update(h)
+
+    def finish(self, i: int) -> None:
+        with self.lock:
+            self.finished.add(i)
+            self.bar.update(self.horizon_h - self.shown.get(i, 0.0))
+
+
+def _run_dask(run: _Run, scheduler: Any, n_workers: int,
+              bar: Any) -> list[tuple[pd.DataFrame | None, list[Path]]]:
+    """The chunks of ``run`` as tasks on a Dask cluster; results in chunk order.
+
+    ``run`` (scenario, policy, the users table) is scattered once; each task returns its
+    chunk's frame or, with ``out``, writes its Parquet parts there — a folder every worker
+    must see (a shared file system beyond one machine). Workers report simulated hours as
+    Dask events (``Worker.log_event``), so the bar moves while chunks run."""
+    from distributed import as_completed
+
+    from omnisim.cluster import dask_client
+
+    if run.out_dir is not None:  # workers may run in another folder
+        run = dataclasses.replace(run, out_dir=run.out_dir.absolute())
+    results: dict[int, tuple[pd.DataFrame | None, list[Path]]] = {}
+    token = f"{os.getpid()}-{id(run)}-{time.time_ns()}"
+    topic = f"omnisim-progress-{token}"
+    progress = _ChunkProgress(bar, run.sc.horizon_h)
+    with dask_client(scheduler, n_workers=n_workers) as client:
+        client.subscribe_topic(topic, progress.event)
+        try:
+            shared = client.scatter(run, hash=False)
+            futures = [client.submit(_dask_chunk, shared, i, topic, key=f"omnisim-chunk-{token}-{i}",
+                                     pure=False) for i in range(len(run.starts))]
+            for fut in as_completed(futures):
+                i, df, parts = fut.result()  # a chunk's exception is raised here
+                results[i] = (df, parts)
+                fut.release()
+                progress.finish(i)
+        finally:
+            client.unsubscribe_topic(topic)
+    return [results[i] for i in range(len(run.starts))]
+
+
 def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
              days: float | None = None, seed: int | None = None, progress: bool = True,
              out: str | Path | None = None, chunk_users: int = DEFAULT_CHUNK_USERS,
              step_h: float = DEFAULT_STEP_H, flush_rows: int = 1_000_000,
-             n_jobs: int = 1) -> FastSimulationResult:
+             n_jobs: int = 1, scheduler: Any = None) -> FastSimulationResult:
     """Run ``policy`` in ``scenario`` with the vectorised engine.
 
     Parameters
@@ -1227,6 +1301,12 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         log is the same for any ``n_jobs`` (chunks are independent); memory grows with the
         number of chunks in flight. Workers are forked (Linux/macOS); with ``out`` each
         writes its own chunk's parts. A policy that learns online is one chunk, run here.
+    scheduler
+        Run the chunks as tasks on Dask distributed instead (:mod:`omnisim.cluster`):
+        ``"local"`` (a ``LocalCluster`` of ``n_jobs`` worker processes), a scheduler address
+        (``"tcp://host:8786"``) or a ``distributed.Client``. The same log as ``n_jobs=1``;
+        with ``out`` every worker writes its chunks' parts there, so beyond one machine
+        ``out`` must be a shared folder. A policy that learns online still runs here.
 
     Returns
     -------
@@ -1255,13 +1335,16 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
     run = _Run(sc, policy, users, starts, size, world_ss.spawn(len(starts)),
                policy_ss.spawn(len(starts)), step_h, learning, out_dir, flush_rows,
                _edges(sc.horizon_h, step_h, learning))
+    workers = jobs  # the LocalCluster of scheduler="local"
     jobs = min(jobs, len(starts))
     if jobs > 1 and "fork" not in _mp_methods():
         jobs = 1  # pragma: no cover - no fork (Windows): run here
     name = str(getattr(policy, "name", type(policy).__name__))
     with tqdm(total=sc.horizon_h * len(starts), unit="h", desc=f"simulate {name} (fast)",
               disable=not progress, leave=False) as bar, fewer_gc_passes():
-        if jobs > 1:
+        if scheduler is not None and not learning:
+            results = _run_dask(run, scheduler, workers, bar)
+        elif jobs > 1:
             results = _run_parallel(run, jobs, bar)
         else:
             results = [run.chunk(i, bar) for i in range(len(starts))]
