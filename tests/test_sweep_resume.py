@@ -172,3 +172,35 @@ def test_cli_keeps_the_journal_on_failure_and_resumes(tmp_path, count_runs):
     res = CliRunner().invoke(main, args[:-3] + ["--out", str(fresh_out), "--no-progress"])
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(fresh_out))
+
+
+class _KillsItsWorker:
+    """A policy whose every decision kills the worker process running it (an OOM kill, say)."""
+
+    name = "kills_worker@1"
+
+    def decide(self, ctx, rng):
+        import os
+
+        os._exit(17)
+
+
+def test_a_run_whose_worker_dies_is_recorded_and_the_rest_finish(tmp_path):
+    import sys
+
+    import cloudpickle
+    import dask
+    from distributed import LocalCluster
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        tasks = sweep_tasks("default", ["blast", _KillsItsWorker()], [0], **SMALL)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+            table = sweep(None, [], tasks=tasks, scheduler=c.scheduler_address, progress=False,
+                          on_error="record", journal=tmp_path / "j.jsonl")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert pd.isna(table.loc[0, "error"]) and table.loc[0, "messages"] > 0
+    assert table.loc[1, "error"].startswith("KilledWorker")
+    assert list(read_journal(tmp_path / "j.jsonl").values())[0]["run_id"] == 0  # only the finished run
