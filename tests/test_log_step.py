@@ -60,3 +60,12 @@ def test_a_log_without_the_column_reads_it_as_null():
                        "channel": ["web"]})
     out = validate(df)
     assert "step" in out.columns and out["step"].isna().all()
+
+
+def test_a_decisions_log_fields_are_the_columns_its_rows_carry():
+    from omnisim.policies.base import Decision
+
+    d = Decision("sms", "sms", 1.0, "seed_journey@1", campaign="seed", meta={"step": "sms_nudge"})
+    assert d.log_fields() == {"action": "sms", "campaign": "seed", "policy": "seed_journey@1",
+                              "step": "sms_nudge"}
+    assert Decision("none", "none", 1.0, "blast@1", meta={"step": 3}).log_fields()["step"] is None

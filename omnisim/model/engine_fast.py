@@ -460,6 +460,15 @@ class _Chunk:
         while hist[0].ts < cutoff:
             hist.popleft()
 
+    def _log_decision(self, u: int, t: float, event: str, channel: str, d: Decision, *,
+                      propensity: float | None = None, value: float | None = None,
+                      reason: str | None = None, tag: str | None = None,
+                      message_id: str | None = None) -> None:
+        """Log a row decision ``d`` leads to: :meth:`Decision.log_fields`' columns
+        (``action``, ``campaign``, ``policy``, ``step``), passed by position (hot path)."""
+        self._log(u, t, event, channel, d.action, message_id, d.campaign, d.policy, propensity,
+                  value, reason, tag, d.step)
+
     def _log_many(self, users: np.ndarray, t: np.ndarray, event: str,
                   channel: str | Sequence[str] | np.ndarray, msgs: np.ndarray | None = None,
                   value: np.ndarray | None = None) -> None:
@@ -563,12 +572,10 @@ class _Chunk:
         ``ctx``: the decision's context, for the admission to reuse (see :meth:`admit`)."""
         queued = False
         for d in decisions:
-            self._log(u, now, "decided", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, propensity=float(d.propensity), step=d.step)
+            self._log_decision(u, now, "decided", d.channel, d, propensity=float(d.propensity))
             if not d.is_message:
                 if d.reason:
-                    self._log(u, now, "suppressed", "none", action=d.action, campaign=d.campaign,
-                              policy=d.policy, reason=d.reason, step=d.step)
+                    self._log_decision(u, now, "suppressed", "none", d, reason=d.reason)
             else:
                 due_h = max(now, self._h(d.send_at)) if d.send_at is not None else now
                 k = self.n_pending[u] = self.n_pending[u] + 1
@@ -619,16 +626,14 @@ class _Chunk:
             self._send(u, now, p)
         for p, at, reason in adm.defer:
             d = p.decision
-            self._log(u, now, "deferred", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason, step=d.step)
+            self._log_decision(u, now, "deferred", d.channel, d, reason=reason)
             at_h = max(self._h(at), now + _MIN_DEFER_H)
             # replace(p, due=…), without dataclasses.replace's field introspection
             self.queues.setdefault(u, []).append(Pending(p.pending_id, d, self._dt(at_h), p.created))
             self.q.push(at_h, u, K_WAKE, -1)
         for p, reason in adm.drop:
             d = p.decision
-            self._log(u, now, "suppressed", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason, step=d.step)
+            self._log_decision(u, now, "suppressed", d.channel, d, reason=reason)
 
     # --- messages ------------------------------------------------------------------------
     def _pressure_now(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -650,8 +655,8 @@ class _Chunk:
         d = p.decision
         ch = d.channel
         if ch not in _CH_INDEX or not self.consent[u, _CH_INDEX[ch]]:
-            self._log(u, now, "suppressed", ch if ch in _CH_INDEX else "none", action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason="no_consent", step=d.step)
+            self._log_decision(u, now, "suppressed", ch if ch in _CH_INDEX else "none", d,
+                               reason="no_consent")
             return
         c = _CH_INDEX[ch]
         params = self.ch_params[c]
@@ -660,24 +665,21 @@ class _Chunk:
             chm.check_content(ch, params, text=meta.get("text"), title=meta.get("title"),
                               body=meta.get("body"))
         except chm.ContentLimitError as exc:
-            self._log(u, now, "suppressed", ch, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=f"content_limit: {exc}", step=d.step)
+            self._log_decision(u, now, "suppressed", ch, d, reason=f"content_limit: {exc}")
             return
         k = self.n_msg[u] = self.n_msg[u] + 1
         mid = f"{self.uid_l[u]}-m{k}"
         before = float(fat.decay(self.pressure[u], now - self.pressure_t[u], self.fz.half_life_h))
         self.pressure[u] = float(fat.add_message(before, self.weight[c]))
         self.pressure_t[u] = now
-        step = d.step
-        self._log(u, now, "sent", ch, action=d.action, message_id=mid, campaign=d.campaign,
-                  policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")), tag=d.tag,
-                  step=step)
+        self._log_decision(u, now, "sent", ch, d, message_id=mid, tag=d.tag,
+                           value=chm.message_cost(ch, params, meta.get("text")))
         if self.m_n == self.m_cap:
             self._grow_messages()
         k = self.m_n
         self.m_n += 1
         self.m_user[k], self.m_ch[k], self.m_sent[k], self.m_pressure[k] = u, c, now, before
-        self.m_meta.append((mid, d.campaign, d.tag, step))
+        self.m_meta.append((mid, d.campaign, d.tag, d.step))
         self.q.push(now + self.deliv_h[c], u, K_DELIVER, k)
 
     def on_deliver(self, users: np.ndarray, t: np.ndarray, msgs: np.ndarray) -> None:

@@ -223,12 +223,10 @@ class _Sim:
         now = self.env.now
         queued = False
         for d in decisions:
-            self._log(u, "decided", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, propensity=float(d.propensity), step=d.step)
+            self._log(u, "decided", d.channel, propensity=float(d.propensity), **d.log_fields())
             if not d.is_message:
                 if d.reason:
-                    self._log(u, "suppressed", "none", action=d.action, campaign=d.campaign,
-                              policy=d.policy, reason=d.reason, step=d.step)
+                    self._log(u, "suppressed", "none", reason=d.reason, **d.log_fields())
             else:
                 due_h = max(now, self._h(d.send_at)) if d.send_at is not None else now
                 u.n_pending += 1
@@ -268,15 +266,13 @@ class _Sim:
             self._send(u, p)
         for p, at, reason in adm.defer:
             d = p.decision
-            self._log(u, "deferred", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason, step=d.step)
+            self._log(u, "deferred", d.channel, reason=reason, **d.log_fields())
             at_h = max(self._h(at), self.env.now + _MIN_DEFER_H)
             u.queue.append(replace(p, due=self._dt(at_h)))
             self.env.process(self._wake(u, at_h))
         for p, reason in adm.drop:
             d = p.decision
-            self._log(u, "suppressed", d.channel, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=reason, step=d.step)
+            self._log(u, "suppressed", d.channel, reason=reason, **d.log_fields())
 
     # --- messages --------------------------------------------------------------------------
     def _pressure_now(self, u: _User) -> float:
@@ -286,8 +282,8 @@ class _Sim:
         d = p.decision
         ch = d.channel
         if ch not in MSG_CHANNELS or not u.consent.get(ch, False):
-            self._log(u, "suppressed", ch if ch in MSG_CHANNELS else "none", action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason="no_consent", step=d.step)
+            self._log(u, "suppressed", ch if ch in MSG_CHANNELS else "none", reason="no_consent",
+                      **d.log_fields())
             return
         params = self.sc.channels.get(ch)
         meta = d.meta or {}
@@ -295,17 +291,15 @@ class _Sim:
             chm.check_content(ch, params, text=meta.get("text"), title=meta.get("title"),
                               body=meta.get("body"))
         except chm.ContentLimitError as exc:
-            self._log(u, "suppressed", ch, action=d.action, campaign=d.campaign,
-                      policy=d.policy, reason=f"content_limit: {exc}", step=d.step)
+            self._log(u, "suppressed", ch, reason=f"content_limit: {exc}", **d.log_fields())
             return
         u.n_msg += 1
         mid = f"{u.user_id}-m{u.n_msg}"
         pressure_before = self._pressure_now(u)
         u.pressure = float(fat.add_message(pressure_before, self.fat.weights.get(ch, 0.0)))
         u.pressure_t = self.env.now
-        self._log(u, "sent", ch, action=d.action, message_id=mid, campaign=d.campaign,
-                  policy=d.policy, value=chm.message_cost(ch, params, meta.get("text")),
-                  tag=d.tag, step=d.step)
+        self._log(u, "sent", ch, message_id=mid, value=chm.message_cost(ch, params, meta.get("text")),
+                  tag=d.tag, **d.log_fields())
         self.env.process(self._message(u, ch, params, mid, d, pressure_before))
 
     def _message(self, u: _User, ch: str, params: chm.ChannelParams, mid: str, d: Decision,

@@ -191,6 +191,13 @@ class Decision:
         step = self.meta.get("step")
         return step if isinstance(step, str) else None
 
+    def log_fields(self) -> dict[str, Any]:
+        """The engagement-log columns every row this decision leads to carries — ``action``,
+        ``campaign``, ``policy``, ``step`` — as keyword arguments; both engines and the
+        sender log a decision's rows through it."""
+        return {"action": self.action, "campaign": self.campaign, "policy": self.policy,
+                "step": self.step}
+
 
 @runtime_checkable
 class Policy(Protocol):

@@ -403,13 +403,12 @@ class DecisionService:
         queued: list[Pending] = []
         for d in decisions:
             self.observer.decision(d.channel)
-            self._log(s, pol, now, "decided", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, propensity=float(d.propensity),
-                      step=d.step)
+            self._log(s, pol, now, "decided", d.channel, trigger_id,
+                      propensity=float(d.propensity), **d.log_fields())
             if not d.is_message:
                 if d.reason:
-                    self._log(s, pol, now, "suppressed", "none", trigger_id, action=d.action,
-                              campaign=d.campaign, policy=d.policy, reason=d.reason, step=d.step)
+                    self._log(s, pol, now, "suppressed", "none", trigger_id, reason=d.reason,
+                              **d.log_fields())
             else:
                 due = max(now, d.send_at) if d.send_at is not None else now
                 s.n_pending += 1
@@ -446,8 +445,8 @@ class DecisionService:
             self._send(pol, s, now, p, trigger_id, job_of.get(p.pending_id))
         for p, at, reason in adm.defer:
             d = p.decision
-            self._log(s, pol, now, "deferred", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason=reason, step=d.step)
+            self._log(s, pol, now, "deferred", d.channel, trigger_id, reason=reason,
+                      **d.log_fields())
             when = runtime.defer_until(at, now)
             if p.pending_id in job_of:
                 sch.reschedule(self.store, job_of[p.pending_id], when)
@@ -456,8 +455,8 @@ class DecisionService:
                 s.scheduled(when)
         for p, reason in adm.drop:
             d = p.decision
-            self._log(s, pol, now, "suppressed", d.channel, trigger_id, action=d.action,
-                      campaign=d.campaign, policy=d.policy, reason=reason, step=d.step)
+            self._log(s, pol, now, "suppressed", d.channel, trigger_id, reason=reason,
+                      **d.log_fields())
             if p.pending_id in job_of:
                 sch.finish(self.store, job_of[p.pending_id])
 
@@ -469,15 +468,14 @@ class DecisionService:
         address = s.addresses.get(d.channel)
         if d.channel not in MESSAGE_CHANNELS or not s.consent.get(d.channel) or not address:
             self._log(s, pol, now, "suppressed", d.channel if d.channel in MESSAGE_CHANNELS else "none",
-                      trigger_id, action=d.action, campaign=d.campaign, policy=d.policy,
-                      reason="no_consent", step=d.step)
+                      trigger_id, reason="no_consent", **d.log_fields())
             return
         s.n_msg += 1
         mid = f"{s.user_id}-m{s.n_msg}"
         replaces = d.meta.get("replaces")
-        self._log(s, pol, now, "sent", d.channel, trigger_id, action=d.action, message_id=mid,
-                  campaign=d.campaign, policy=d.policy, tag=d.tag, step=d.step,
-                  reason=f"fallback for {replaces} ({d.meta.get('fallback_from')})" if replaces else None)
+        self._log(s, pol, now, "sent", d.channel, trigger_id, message_id=mid, tag=d.tag,
+                  reason=f"fallback for {replaces} ({d.meta.get('fallback_from')})" if replaces else None,
+                  **d.log_fields())
         body = _message_body(mid, s, d, address)
         chain = self.fallback_chain(d)
         if chain:  # what the worker needs to re-queue the message on another channel
