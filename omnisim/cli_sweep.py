@@ -80,6 +80,7 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
     click.echo(f"results: {out} ({len(table)} runs)")
     if log_dir is not None:
         click.echo(f"logs:    {log_dir}/run=<run_id>/part-00000.parquet")
+    click.echo(f"report:  omnisim report notebook sweep_results --param results_path={out}")
     if len(failed):
         for r in failed.itertuples():
             click.echo(f"failed: run {r.run_id} ({r.scenario}, {r.policy}, seed {r.seed}): "

@@ -288,7 +288,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
         (``"tcp://10.0.0.5:8786"``); a ``distributed.Client``; or ``"sequential"`` to run in
         this process without Dask (the reference the distributed results equal).
     log_dir
-        Write each run's log as ``<log_dir>/run=<run_id>/part-00000.parquet``.
+        Write each run's log as ``<log_dir>/run=<run_id>/part-00000.parquet`` (made absolute
+        here; beyond one machine it must be a folder every worker sees).
     progress
         A tqdm bar advancing as runs finish (in completion order).
     journal
@@ -313,8 +314,9 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     if tasks is None:
         tasks = sweep_tasks(scenarios, policies, seeds, grid=grid, n_users=n_users, days=days,
                             engine=engine)
-    if log_dir is not None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
+    if log_dir is not None:  # absolute: workers may run in another folder
+        log_dir = Path(log_dir).absolute()
+        log_dir.mkdir(parents=True, exist_ok=True)
     book = SweepJournal(journal) if journal is not None else None
     keys = {t.run_id: task_key(t) for t in tasks} if book is not None else {}
     done = book.done(keys.values()) if book is not None else {}

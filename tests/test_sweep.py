@@ -114,6 +114,12 @@ def test_cli_sweep_writes_results_and_logs(tmp_path):
     table = pd.read_parquet(out)
     assert len(table) == 2 and list(table["policy"]) == ["email_only", "cap1"]
     assert len(list((tmp_path / "logs").glob("run=*/part-00000.parquet"))) == 2
+    # the report command it prints runs as printed
+    hint = next(ln for ln in res.output.splitlines() if ln.startswith("report:"))
+    args = hint.split()[2:] + ["--out", str(tmp_path / "sweep_results.html")]
+    rep = CliRunner().invoke(main, args)
+    assert rep.exit_code == 0, rep.output
+    assert "Best policy per scenario variant" in (tmp_path / "sweep_results.html").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**CONFIG, "seeds": -1}))
     res = CliRunner().invoke(main, ["sweep", "--config", str(bad), "--out", str(out)])
