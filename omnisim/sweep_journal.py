@@ -4,8 +4,9 @@ failed sweep loses nothing and resumes where it stopped.
 Each line is ``{"key": <task key>, "row": <the run's metrics row>}``, appended and flushed
 as soon as the run's row reaches the client. A task's key is a SHA-256 over everything its
 result depends on: run id, the scenario's every parameter, the policy (its full document
-for names, files and mappings, with every reference inlined; name and version for policy
-objects), seed, engine and the omnisim version. A resumed sweep reuses a journaled row only
+for names, files and mappings, with every reference inlined; for a policy object, the digest
+of its artifact payload — parameters and fitted arrays — or, if it has no artifact kind, its
+``repr``), seed, engine and the omnisim version. A resumed sweep reuses a journaled row only
 when the key matches — change a grid value, a policy file or omnisim, and the affected runs
 run again. Failed runs are never journaled, so a resume runs them again.
 """
@@ -38,8 +39,22 @@ def _policy_identity(policy: Any) -> Any:
             return policy_document(policy if not isinstance(policy, Mapping) else dict(policy))
         except (OmnisimError, OSError) as exc:  # unreadable now: the run will fail and rerun
             return {"unresolved": str(policy), "error": str(exc)}
-    return {"object": f"{type(policy).__module__}.{type(policy).__qualname__}",
-            "name": str(getattr(policy, "name", ""))}
+    cls = f"{type(policy).__module__}.{type(policy).__qualname__}"
+    try:  # an exportable policy object: the digest of its artifact payload
+        from omnisim.policies.artifact import _kind_of
+
+        kind = _kind_of(policy)
+        params, arrays, files = kind.dump(policy)
+    except Exception:  # noqa: BLE001 - not exportable: its repr (an address in it only reruns)
+        return {"object": cls, "repr": repr(policy)}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    for role in sorted(files):
+        digest.update(role.encode())
+        digest.update(files[role][1])
+    return {"object": cls, "kind": kind.name, "payload": digest.hexdigest()}
 
 
 def task_key(task: Any) -> str:

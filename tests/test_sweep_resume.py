@@ -117,6 +117,13 @@ def test_task_keys_follow_what_the_result_depends_on(tmp_path):
                   sweep_tasks("default", ["blast"], [0], engine="simpy", **SMALL)[0],
                   sweep_tasks("default", ["blast"], [0], grid={"fatigue.half_life_h": [48]}, **SMALL)[0]):
         assert task_key(other) != task_key(base)
+    from omnisim.policies.bandits import ThompsonChannel
+
+    def obj_key(policy):
+        return task_key(sweep_tasks("default", [policy], [0], **SMALL)[0])
+
+    assert obj_key(ThompsonChannel(update_every_h=6.0)) == obj_key(ThompsonChannel(update_every_h=6.0))
+    assert obj_key(ThompsonChannel(update_every_h=6.0)) != obj_key(ThompsonChannel(update_every_h=12.0))
     path = _policy_file(tmp_path, "policy: blast\n")
     k1 = task_key(sweep_tasks("default", [path], [0], **SMALL)[0])
     _policy_file(tmp_path, "policy: email_only\n")  # the file's content, not its name, counts
