@@ -8,10 +8,31 @@ only here and only when a cluster is asked for.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["dask_client"]
+from omnisim.errors import OmnisimError
+
+__all__ = ["ClusterError", "dask_client"]
+
+
+class ClusterError(OmnisimError):
+    """A local Dask cluster could not start; the message says the likely cause and the fix."""
+
+    exit_code = 1
+
+
+def _start_failure(exc: Exception, n_workers: int, processes: bool) -> str:
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    kind = "processes" if processes else "threads"
+    text = f"could not start a Dask LocalCluster of {n_workers} worker {kind} ({str(exc).rstrip('.')})"
+    if processes and script and multiprocessing.current_process().name == "MainProcess":
+        text += (f". Worker processes start by re-importing the script {script}: put the code "
+                 f"that starts the sweep or simulation under `if __name__ == \"__main__\":`, or "
+                 f"pass processes=False (threads) or scheduler=\"sequential\"")
+    return text
 
 
 @contextmanager
@@ -28,8 +49,11 @@ def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -
         return
     cluster = None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                               dashboard_address=":0")  # any free port: no clash
+        try:
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                                   dashboard_address=":0")  # any free port: no clash
+        except RuntimeError as exc:
+            raise ClusterError(_start_failure(exc, n_workers, processes)) from exc
         client = Client(cluster)
     else:
         client = Client(scheduler)
