@@ -32,6 +32,8 @@ Config files (``omnisim sweep --config sweep.yaml``)::
     policies:                    # names, or policy-file mappings (omnisim.policies.registry)
       - seed_journey+pressure
       - {name: cap1, journeys: [seed_journey], pressure: {caps: [{max: 1, window_h: 168}]}}
+    policy_grid:                 # policy variants: paths into each policy's document (as in
+      pressure.caps[0].max: [1, 3, 7]   # omnisim tune) -> values, their product
 
 Every key is validated; an error names the file and key path
 (``sweep.yaml: grid.fatigue.half_life_h: expected a non-empty list of values``).
@@ -54,9 +56,11 @@ from omnisim.policies import _spec
 from omnisim.sweep_journal import SweepJournal, task_key
 
 __all__ = ["SweepConfigError", "SweepError", "SweepTask", "SweepConfig", "load_sweep_config",
-           "sweep_tasks", "run_task", "log_part_path", "sweep", "run_sweep_config"]
+           "sweep_tasks", "policy_variants", "run_task", "log_part_path", "sweep",
+           "run_sweep_config"]
 
-CONFIG_KEYS = ("scenario", "n_users", "days", "engine", "seeds", "grid", "policies", "name")
+CONFIG_KEYS = ("scenario", "n_users", "days", "engine", "seeds", "grid", "policies", "policy_grid",
+               "name")
 
 
 class SweepConfigError(_spec.SpecError):
@@ -133,41 +137,83 @@ def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _combos(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, in order (``[{}]`` for no grid)."""
+    return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
+
+
+def _suffix(combo: Mapping[str, Any]) -> str:
+    """``[a.b=1,c=2]`` (empty for no combination): the label suffix of a grid variant."""
+    return f"[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else ""
+
+
+def policy_variants(policies: Sequence[Any], policy_grid: Mapping[str, Sequence[Any]] | None
+                    ) -> list[tuple[Any, str, dict[str, Any]]]:
+    """``(policy, label, grid values)`` for every policy × combination of ``policy_grid``.
+
+    ``policy_grid`` maps paths into a policy document (``pressure.caps[0].max``, as in
+    :mod:`omnisim.tune`) to the values to try; each variant is the policy's self-contained
+    document (:func:`~omnisim.policies.artifact.policy_document`) with those values set,
+    labelled ``<label>[pressure.caps[0].max=2]``. Policies must then be names, files or
+    mappings (a policy object has no document to edit).
+    """
+    if not policy_grid:
+        return [(pol, _policy_label(pol), {}) for pol in policies]
+    from omnisim.policies.artifact import policy_document
+    from omnisim.tune import apply_params
+
+    out = []
+    for pol in policies:
+        if not isinstance(pol, (str, Path, Mapping)):
+            raise ValueError(f"policy_grid needs policies given by name, file or mapping; "
+                             f"{_policy_label(pol)!r} is a {type(pol).__name__} object")
+        doc = policy_document(dict(pol) if isinstance(pol, Mapping) else pol)
+        for combo in _combos(policy_grid):
+            out.append((apply_params(doc, combo), _policy_label(pol) + _suffix(combo), combo))
+    return out
+
+
 def sweep_tasks(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int], *,
-                grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
+                grid: Mapping[str, Sequence[Any]] | None = None,
+                policy_grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
                 days: float | None = None, engine: str = "fast") -> list[SweepTask]:
-    """The task list of a sweep, in a fixed order (scenario variant, policy, seed).
+    """The task list of a sweep, in a fixed order (scenario variant, policy variant, seed).
 
     ``scenarios``: a :class:`~omnisim.model.scenario.Scenario`, a built-in name / YAML path,
     a list of those, or a mapping ``label -> scenario``. ``grid`` maps scenario key paths
     (``fatigue.half_life_h``) to the values to try; every scenario is crossed with their
-    product. ``n_users`` / ``days`` override every scenario.
+    product. ``policy_grid`` does the same for paths into each policy's document
+    (:func:`policy_variants`). ``n_users`` / ``days`` override every scenario. Each grid path
+    becomes a column of the results.
     """
     from omnisim.experiment import ENGINES, _resolve_scenario
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    grid, policy_grid = dict(grid or {}), dict(policy_grid or {})
+    both = sorted(set(grid) & set(policy_grid))
+    if both:
+        raise ValueError(f"{', '.join(both)}: in both grid and policy_grid; a path names a "
+                         f"scenario key or a policy key, not both")
     if isinstance(scenarios, Mapping):
         bases = [(str(k), _resolve_scenario(v)) for k, v in scenarios.items()]
     else:
         items = scenarios if isinstance(scenarios, (list, tuple)) else [scenarios]
         bases = [(_resolve_scenario(s).name, _resolve_scenario(s)) for s in items]
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    grid = dict(grid or {})
-    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
+    variants = policy_variants(policies, policy_grid)
     base_over = {k: v for k, v in (("n_users", n_users), ("days", days)) if v is not None}
     tasks: list[SweepTask] = []
     for label, base in bases:
-        for combo in combos:
+        for combo in _combos(grid):
             over: dict[str, Any] = dict(base_over)
             for path, value in combo.items():
                 over = _merge(over, _nested(path, value))
             sc = base.replace(**over) if over else base
-            name = label + (f"[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else "")
-            for pol in policies:
+            for pol, pol_label, pol_combo in variants:
                 for seed in seeds:
-                    tasks.append(SweepTask(len(tasks), name, sc, pol, _policy_label(pol), seed,
-                                           combo, engine))
+                    tasks.append(SweepTask(len(tasks), label + _suffix(combo), sc, pol, pol_label,
+                                           seed, {**combo, **pol_combo}, engine))
     return tasks
 
 
@@ -271,7 +317,8 @@ def _reusable(row: Mapping[str, Any], log_dir: Any) -> bool:
 
 
 def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 3, *,
-          grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
+          grid: Mapping[str, Sequence[Any]] | None = None,
+          policy_grid: Mapping[str, Sequence[Any]] | None = None, n_users: int | None = None,
           days: float | None = None, engine: str = "fast", scheduler: Any = None,
           n_workers: int = 2, processes: bool = True, log_dir: str | Path | None = None,
           progress: bool = True, tasks: list[SweepTask] | None = None,
@@ -280,7 +327,7 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
 
     Parameters
     ----------
-    scenarios, policies, seeds, grid, n_users, days, engine
+    scenarios, policies, seeds, grid, policy_grid, n_users, days, engine
         See :func:`sweep_tasks` (ignored when ``tasks`` is given).
     scheduler
         ``None``: a ``LocalCluster`` of ``n_workers`` workers (one thread each; worker
@@ -312,8 +359,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'record'")
     if tasks is None:
-        tasks = sweep_tasks(scenarios, policies, seeds, grid=grid, n_users=n_users, days=days,
-                            engine=engine)
+        tasks = sweep_tasks(scenarios, policies, seeds, grid=grid, policy_grid=policy_grid,
+                            n_users=n_users, days=days, engine=engine)
     if log_dir is not None:  # absolute: workers may run in another folder
         log_dir = Path(log_dir).absolute()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -425,9 +472,31 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
             load_policy(pol) if isinstance(pol, Mapping) else get_policy(pol)
         except _spec.SpecError as exc:
             raise SweepConfigError(f"{label}: policies[{i}]: {exc}") from None
+    policy_grid = data.get("policy_grid") or {}
+    if not isinstance(policy_grid, Mapping):
+        raise _fail(label, "policy_grid", "a mapping of policy document paths to lists of values",
+                    policy_grid)
+    for path, values in policy_grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(label, f"policy_grid.{path}", "a non-empty list of values", values)
+        if path in grid:
+            raise SweepConfigError(f"{label}: policy_grid.{path}: also in grid; a path names a "
+                                   f"scenario key or a policy key, not both")
+    if policy_grid:  # every variant must load: check them all now, not on a worker
+        from omnisim.tune import TuneError
+
+        for i, pol in enumerate(policies):
+            for path, values in policy_grid.items():
+                for v in values:
+                    try:
+                        load_policy(policy_variants([pol], {path: [v]})[0][0])
+                    except (TuneError, _spec.SpecError) as exc:
+                        raise SweepConfigError(f"{label}: policy_grid.{path} = {v!r} on "
+                                               f"policies[{i}]: {exc}") from None
     name = data.get("name", Path(label).stem if not isinstance(source, Mapping) else "sweep")
-    tasks = sweep_tasks({base.name: base}, policies, seeds, grid=grid, n_users=n_users,
-                        days=float(days) if days is not None else None, engine=engine)
+    tasks = sweep_tasks({base.name: base}, policies, seeds, grid=grid, policy_grid=policy_grid,
+                        n_users=n_users, days=float(days) if days is not None else None,
+                        engine=engine)
     return SweepConfig(str(name), tasks, label)
 
 

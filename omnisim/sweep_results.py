@@ -94,11 +94,11 @@ def policy_leads(results: pd.DataFrame, objective: str, *, confidence: float = 0
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def plot_grid(results: pd.DataFrame, metric: str, *, confidence: float = 0.95,
-              max_panels: int = 6):
-    """``metric`` against the first grid column, one line per policy, mean and CI over seeds;
-    one panel per combination of the other grid columns (at most ``max_panels``). Without a
-    grid: one bar per (scenario, policy)."""
+def plot_grid(results: pd.DataFrame, metric: str, *, x: str | None = None,
+              confidence: float = 0.95, max_panels: int = 6):
+    """``metric`` against grid column ``x`` (default: the first), one line per policy, mean and
+    CI over seeds; one panel per combination of the other grid columns (at most
+    ``max_panels``). Without a grid: one bar per (scenario, policy)."""
     import matplotlib.pyplot as plt
 
     from omnisim.experiment import summarize_runs
@@ -117,7 +117,11 @@ def plot_grid(results: pd.DataFrame, metric: str, *, confidence: float = 0.95,
         ax.set_title(metric.replace("_", " "))
         fig.tight_layout()
         return fig
-    x_col, facets = grid[0], grid[1:]
+    if x is not None and x not in grid:
+        raise SweepResultsError(f"x={x!r} is not a grid column of the results; expected one of "
+                                f"{', '.join(grid)}")
+    x_col = x or grid[0]
+    facets = [g for g in grid if g != x_col]
     summary = summarize_runs(results, [metric], confidence, by=[*facets, x_col, "policy"])
     panels = [((), summary)] if not facets else list(summary.groupby(facets, sort=True))[:max_panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)

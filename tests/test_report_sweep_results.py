@@ -13,7 +13,8 @@ import pytest
 from omnisim.experiment import summarize_runs
 from omnisim.reports import ReportError, run_report
 from omnisim.sweep import sweep
-from omnisim.sweep_results import SweepResultsError, grid_columns, load_sweep_results, policy_leads
+from omnisim.sweep_results import (SweepResultsError, grid_columns, load_sweep_results, plot_grid,
+                                   policy_leads)
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +56,15 @@ def test_summary_leaves_failed_runs_out_and_counts_them(results):
     runs = table[(table["policy"] == "blast") & (table["scenario"] == ok["scenario"])]
     assert ok["messages_per_user_mean"] == pytest.approx(runs["messages_per_user"].mean())
     assert grid_columns(table) == ["fatigue.half_life_h"]
+    with pytest.raises(SweepResultsError, match="x='cap' is not a grid column"):
+        plot_grid(table, "messages_per_user", x="cap")
 
 
 def test_report_runs_on_a_results_file(results, tmp_path):
     path, table = results
     res = run_report("sweep_results", tmp_path / "sweep_results.html",
                      {"results_path": str(path), "objective": "messages_per_user",
+                      "x_column": "fatigue.half_life_h",
                       "metrics": ["messages_per_user", "unsubscribes"], "out_dir": str(tmp_path)})
     html = res.html_path.read_text()
     assert "Failed runs" in html and "PolicyFileError" in html and html.count("<img") >= 2

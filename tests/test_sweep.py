@@ -78,7 +78,40 @@ def test_python_api_with_scenario_objects_and_grid():
     assert t[2].scenario.fatigue.enabled is False and t[0].scenario.n_users == 50
 
 
+def test_policy_grid_sweeps_paths_into_the_policy_document():
+    cfg = {"scenario": "default", "n_users": 120, "days": 10, "seeds": 2,
+           "grid": {"fatigue.half_life_h": [24, 168]},
+           "policies": [{"name": "capped", "policy": "blast",
+                         "pressure": {"caps": [{"max": 1, "window_h": 168}]}}],
+           "policy_grid": {"pressure.caps[0].max": [1, 7]}}
+    tasks = load_sweep_config(cfg).tasks
+    assert [(t.scenario.fatigue.half_life_h, t.policy_label, t.seed) for t in tasks[:4]] == [
+        (24, "capped[pressure.caps[0].max=1]", 0), (24, "capped[pressure.caps[0].max=1]", 1),
+        (24, "capped[pressure.caps[0].max=7]", 0), (24, "capped[pressure.caps[0].max=7]", 1)]
+    assert tasks[2].policy["pressure"]["caps"][0]["max"] == 7 and len(tasks) == 8
+    table = sweep(None, [], tasks=tasks, scheduler="sequential", progress=False)
+    per = table.groupby(["fatigue.half_life_h", "pressure.caps[0].max"])["messages_per_user"].mean().unstack()
+    assert (per[1] < per[7]).all()  # the cap the grid set is the cap the runs obeyed
+    assert table["cap_violations"].eq(0).all()
+
+
+def test_policy_grid_needs_documents_and_distinct_paths():
+    from omnisim.policies.registry import get_policy
+
+    with pytest.raises(ValueError, match="policy_grid needs policies given by name, file or mapping"):
+        sweep_tasks("default", [get_policy("blast")], 1, policy_grid={"pressure.caps[0].max": [1]})
+    with pytest.raises(ValueError, match="in both grid and policy_grid"):
+        sweep_tasks("default", ["blast+pressure"], 1, grid={"a.b": [1]}, policy_grid={"a.b": [1]})
+
+
 @pytest.mark.parametrize("patch, key", [
+    ({"policy_grid": {"pressure.caps[0].max": 3}}, "policy_grid.pressure.caps[0].max: expected a non-empty list"),
+    ({"policy_grid": {"pressure.caps[0].max": [2]}},  # email_only has no pressure rules
+     "policy_grid.pressure.caps[0].max = 2 on policies[0]: tunable pressure.caps[0].max: pressure does not exist"),
+    ({"policies": CONFIG["policies"][1:], "policy_grid": {"pressure.caps[0].max": ["x"]}},
+     "policy_grid.pressure.caps[0].max = 'x' on policies[0]: pressure.caps[0].max: expected an integer"),
+    ({"policies": CONFIG["policies"][1:], "policy_grid": {"pressure.caps[9].max": [1]}}, "out of range"),
+    ({"policy_grid": ["x"]}, "policy_grid: expected a mapping"),
     ({"bogus": 1}, "bogus: unknown key"),
     ({"seeds": 0}, "seeds: expected"),
     ({"seeds": [1, "x"]}, "seeds: expected"),

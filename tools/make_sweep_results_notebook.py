@@ -14,6 +14,7 @@ objective = "revenue_minus_cost"         # the metric that picks the best policy
 minimize = False                         # True for a cost-like objective (e.g. unsubscribes)
 metrics = ["messages_per_user", "open_rate", "conversions", "revenue_minus_cost", "unsubscribes"]
 confidence = 0.95
+x_column = None                          # the grid column on the plots' x axis (default: the first)
 out_dir = "reports"
 output_json = None
 title = "Sweep results"''', metadata={"tags": ["parameters"]})
@@ -69,7 +70,7 @@ display(shown)''')
 md("## How the metrics move" + "\n\nOne panel per metric" + " (against the first grid column, a line per "
    "policy, when the sweep has a grid).")
 code('''for m in metrics:
-    fig = plot_grid(ok, m, confidence=confidence)
+    fig = plot_grid(ok, m, x=x_column, confidence=confidence)
     fig.suptitle(m.replace("_", " "), y=1.02)
     plt.show()''')
 code('''Path(out_dir).mkdir(parents=True, exist_ok=True)
