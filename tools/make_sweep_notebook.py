@@ -35,15 +35,16 @@ from IPython.display import Markdown, display
 from omnisim.stats import mean_ci
 from omnisim.sweep import sweep, sweep_tasks
 
-policies = [{"name": f"cap {k}/7d", "policy": base_policy,
-             "pressure": {"name": f"cap{k}@1", "caps": [{"max": int(k), "window_h": 168}]}}
-            for k in caps_per_week]
-tasks = sweep_tasks(scenario, policies, seeds, grid={"fatigue.half_life_h": list(half_lives_hours)},
+# one policy, its weekly cap varied by policy_grid (a path into the policy document)
+capped = {"name": "capped", "policy": base_policy,
+          "pressure": {"name": "weekly_cap@1", "caps": [{"max": int(caps_per_week[0]), "window_h": 168}]}}
+tasks = sweep_tasks(scenario, [capped], seeds, grid={"fatigue.half_life_h": list(half_lives_hours)},
+                    policy_grid={"pressure.caps[0].max": [int(k) for k in caps_per_week]},
                     n_users=n_users, days=days, engine=engine)
 sched = None if scheduler == "local" else scheduler
 runs = sweep(None, [], tasks=tasks, scheduler=sched, n_workers=n_workers, processes=processes,
              progress=False)
-runs["cap_per_week"] = runs["policy"].str.extract(r"cap (\\d+)/7d").astype(int)[0]
+runs["cap_per_week"] = runs["pressure.caps[0].max"].astype(int)
 runs["half_life_h"] = runs["fatigue.half_life_h"].astype(float)
 runs["unsubscribes_per_1k"] = runs["unsubscribes"] / runs["users"] * 1000
 runs["revenue_minus_cost_per_user"] = runs["revenue_minus_cost"] / runs["users"]
