@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_reports.py --events 1000000 --pandas-max 1000000
 	$(PY) benchmarks/bench_sender.py --db sqlite --seconds 10
 	$(PY) benchmarks/bench_rate_limit.py
+	$(PY) benchmarks/bench_sweep.py --users 1000 --days 14 --seeds 2 --repeats 1
+	$(PY) benchmarks/bench_fast_dask.py --users 60000 --days 7 --repeats 1
 	$(PY) benchmarks/bench_tune.py --scenario default --scheduler sequential --out $(BENCH_OUT)/tune_results.jsonl
 
 clean:
