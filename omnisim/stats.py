@@ -10,7 +10,9 @@ notebooks, :mod:`omnisim.experiment` and :mod:`omnisim.bandit_data` call these.
 - :func:`wald_diff_ci` — normal (Wald, unpooled) interval and z-test for a difference of
   proportions;
 - :func:`welch_diff_ci` — Welch t interval and test for a difference of means;
-- :func:`diff_ci` — difference of means with a Welch *normal* approximation (seeds).
+- :func:`diff_ci` — difference of means with a Welch *normal* approximation (seeds);
+- :func:`paired_p_value` — two-sided one-sample t-test of paired differences;
+- :func:`holm` — Holm's step-down adjustment of a family of p-values.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["check_confidence", "diff_ci", "mean_ci", "mean_ci_from_sums", "mean_sd_ci", "wald_diff_ci", "welch_diff_ci",
-           "wilson_ci", "z_value"]
+__all__ = ["check_confidence", "diff_ci", "holm", "mean_ci", "mean_ci_from_sums", "mean_sd_ci",
+           "paired_p_value", "wald_diff_ci", "welch_diff_ci", "wilson_ci", "z_value"]
 
 
 def check_confidence(confidence: float) -> float:
@@ -164,3 +166,35 @@ def mean_ci_from_sums(n: Any, total: Any, total_sq: Any, confidence: float = 0.9
         half = q * sd / np.sqrt(n)
     m = np.where(n > 0, m, np.nan)
     return m, sd, m - half, m + half
+
+
+def paired_p_value(differences: Any) -> float:
+    """Two-sided p-value of a one-sample t-test that paired ``differences`` have mean 0.
+
+    NaN with fewer than two differences; with no spread, 0 if the mean is not 0, else 1.
+    """
+    d = np.asarray(differences, dtype="float64").ravel()
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return math.nan
+    if float(d.std(ddof=1)) == 0.0:
+        return 0.0 if float(d.mean()) != 0.0 else 1.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the input order.
+
+    The i-th smallest p (0-based) is multiplied by ``m - i``, made non-decreasing, capped
+    at 1; NaN entries stay NaN and do not count towards ``m``.
+    """
+    p = np.asarray(p_values, dtype="float64").ravel()
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adjusted
+    return out

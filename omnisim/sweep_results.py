@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from omnisim.errors import OmnisimError
-from omnisim.stats import mean_ci
+from omnisim.stats import holm, mean_ci, paired_p_value
 
 __all__ = ["SweepResultsError", "REQUIRED_COLUMNS", "load_sweep_results", "grid_columns",
            "finished", "policy_leads", "plot_grid"]
@@ -65,11 +65,14 @@ def policy_leads(results: pd.DataFrame, objective: str, *, confidence: float = 0
     """Per scenario variant: the best policy on ``objective`` and its lead over the runner-up.
 
     The lead is the mean of per-seed differences over the seeds both policies finished
-    (policies of a sweep share seeds: common random numbers), with its Student-t interval;
-    ``clear`` is whether that interval excludes 0.
+    (policies of a sweep share seeds: common random numbers), with its Student-t interval
+    and the paired t-test's two-sided ``p_value``. A sweep asks this once per variant, so
+    ``p_holm`` adjusts the p-values over the variants (Holm) and ``clear`` is
+    ``p_holm < 1 - confidence``: the chance that any variant's "clear" lead is a fluke stays
+    below ``1 - confidence``.
 
     Returns one row per scenario variant: ``scenario, best, best_mean, runner_up,
-    runner_up_mean, lead_mean, lead_low, lead_high, paired_seeds, clear``.
+    runner_up_mean, lead_mean, lead_low, lead_high, paired_seeds, p_value, p_holm, clear``.
     """
     ok = finished(results)
     if objective not in ok.columns:
@@ -87,11 +90,14 @@ def policy_leads(results: pd.DataFrame, objective: str, *, confidence: float = 0
             m, lo, hi = mean_ci(diff.to_numpy(float), confidence)
             row.update(runner_up=means.index[1], runner_up_mean=float(means.iloc[1]),
                        lead_mean=m, lead_low=lo, lead_high=hi, paired_seeds=int(len(diff)),
-                       clear=bool(len(diff) > 1 and lo > 0))
+                       p_value=paired_p_value(diff.to_numpy(float)))
         rows.append(row)
     cols = ["scenario", "best", "best_mean", "runner_up", "runner_up_mean", "lead_mean",
-            "lead_low", "lead_high", "paired_seeds", "clear"]
-    return pd.DataFrame(rows).reindex(columns=cols)
+            "lead_low", "lead_high", "paired_seeds", "p_value", "p_holm", "clear"]
+    out = pd.DataFrame(rows).reindex(columns=cols)
+    out["p_holm"] = holm(out["p_value"].to_numpy(float))
+    out["clear"] = (out["p_holm"] < 1 - confidence).to_numpy(bool)
+    return out
 
 
 def plot_grid(results: pd.DataFrame, metric: str, *, x: str | None = None,

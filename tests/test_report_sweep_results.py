@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from omnisim.experiment import summarize_runs
 from omnisim.reports import ReportError, run_report
@@ -39,7 +40,14 @@ def test_leads_are_paired_over_seeds(results):
         assert r.best == "blast" and r.runner_up == "email_only"  # blast sends on every channel
         diff = (g["blast"] - g["email_only"]).to_numpy()
         assert r.lead_mean == pytest.approx(diff.mean()) and r.paired_seeds == 4
-        assert r.lead_low < diff.mean() < r.lead_high and r.clear == (r.lead_low > 0)
+        assert r.lead_low < diff.mean() < r.lead_high
+        assert r.p_value == pytest.approx(stats.ttest_1samp(diff, 0.0).pvalue)
+    # Holm over the variants: the smaller p times 2, the larger at least that
+    p = leads["p_value"].to_numpy()
+    lo, hi = np.argsort(p)
+    assert leads["p_holm"].iloc[lo] == pytest.approx(min(1, 2 * p[lo]))
+    assert leads["p_holm"].iloc[hi] == pytest.approx(max(min(1, 2 * p[lo]), p[hi]))
+    assert (leads["clear"] == (leads["p_holm"] < 0.05)).all()
     low = policy_leads(table, "messages_per_user", maximize=False)
     assert set(low["best"]) == {"email_only"}
     with pytest.raises(SweepResultsError, match="'nope' is not a column"):
@@ -87,3 +95,15 @@ def test_bad_results_files_fail_before_the_kernel(tmp_path):
     with pytest.raises(SweepResultsError, match="cannot read it"):
         (tmp_path / "junk.parquet").write_text("not parquet")
         load_sweep_results(tmp_path / "junk.parquet")
+
+
+def test_holm_and_paired_p_value():
+    from omnisim.stats import holm, paired_p_value
+
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, np.nan, 0.6]), [1.0, np.nan, 1.0])
+    assert np.isnan(holm([np.nan])).all() and holm([]).size == 0
+    assert paired_p_value([1.0, 1.0, 1.0]) == 0.0 and paired_p_value([0.0, 0.0]) == 1.0
+    assert np.isnan(paired_p_value([2.0]))
+    d = [0.3, -0.1, 0.5, 0.2]
+    assert paired_p_value(d) == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)

@@ -55,10 +55,11 @@ for r in leads.itertuples():
     if pd.isna(r.runner_up):
         lines.append(f"- **{r.scenario}**: only **{r.best}** finished.")
         continue
-    verdict = "a clear lead" if r.clear else "not distinguishable from the runner-up at this many seeds"
+    verdict = ("a clear lead" if r.clear else
+               "not distinguishable from the runner-up at this many seeds")
     lines.append(f"- **{r.scenario}**: **{r.best}** ({objective} {r.best_mean:,.4g}) over {r.runner_up} by "
                  f"{r.lead_mean:,.4g} [{r.lead_low:,.4g}, {r.lead_high:,.4g}] over {r.paired_seeds} paired "
-                 f"seeds: {verdict}.")
+                 f"seeds (p = {r.p_value:.3g}, Holm-adjusted over {len(leads)} variants {r.p_holm:.3g}): {verdict}.")
 display(Markdown("\\n".join(lines)))''')
 md("## Every policy in every variant\n\nMean [low, high] over seeds.")
 code('''summary = summarize_runs(runs, metrics, confidence, by=["scenario", *grid, "policy"])
