@@ -88,6 +88,9 @@ class SweepTask:
         The grid values of this variant (one column each in the results).
     engine : str
         ``fast`` or ``simpy``.
+    base_policy : str | None
+        The label of the policy a ``policy_grid`` variant was made from (``None``: the
+        policy is not a variant; its ``policy_label``).
     """
 
     run_id: int
@@ -98,6 +101,7 @@ class SweepTask:
     seed: int
     params: Mapping[str, Any] = field(default_factory=dict)
     engine: str = "fast"
+    base_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,9 @@ def _suffix(combo: Mapping[str, Any]) -> str:
 
 
 def policy_variants(policies: Sequence[Any], policy_grid: Mapping[str, Sequence[Any]] | None
-                    ) -> list[tuple[Any, str, dict[str, Any]]]:
-    """``(policy, label, grid values)`` for every policy × combination of ``policy_grid``.
+                    ) -> list[tuple[Any, str, dict[str, Any], str]]:
+    """``(policy, label, grid values, base label)`` for every policy × combination of
+    ``policy_grid``.
 
     ``policy_grid`` maps paths into a policy document (``pressure.caps[0].max``, as in
     :mod:`omnisim.tune`) to the values to try; each variant is the policy's self-contained
@@ -158,7 +163,7 @@ def policy_variants(policies: Sequence[Any], policy_grid: Mapping[str, Sequence[
     mappings (a policy object has no document to edit).
     """
     if not policy_grid:
-        return [(pol, _policy_label(pol), {}) for pol in policies]
+        return [(pol, _policy_label(pol), {}, _policy_label(pol)) for pol in policies]
     from omnisim.policies.artifact import policy_document
     from omnisim.tune import apply_params
 
@@ -169,7 +174,8 @@ def policy_variants(policies: Sequence[Any], policy_grid: Mapping[str, Sequence[
                              f"{_policy_label(pol)!r} is a {type(pol).__name__} object")
         doc = policy_document(dict(pol) if isinstance(pol, Mapping) else pol)
         for combo in _combos(policy_grid):
-            out.append((apply_params(doc, combo), _policy_label(pol) + _suffix(combo), combo))
+            base = _policy_label(pol)
+            out.append((apply_params(doc, combo), base + _suffix(combo), combo, base))
     return out
 
 
@@ -210,10 +216,10 @@ def sweep_tasks(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[i
             for path, value in combo.items():
                 over = _merge(over, _nested(path, value))
             sc = base.replace(**over) if over else base
-            for pol, pol_label, pol_combo in variants:
+            for pol, pol_label, pol_combo, base_label in variants:
                 for seed in seeds:
                     tasks.append(SweepTask(len(tasks), label + _suffix(combo), sc, pol, pol_label,
-                                           seed, {**combo, **pol_combo}, engine))
+                                           seed, {**combo, **pol_combo}, engine, base_label))
     return tasks
 
 
@@ -251,7 +257,8 @@ def run_task(task: SweepTask, log_dir: str | Path | None = None) -> dict[str, An
 def _identity(task: SweepTask) -> dict[str, Any]:
     """The columns that name a run, in result-table order."""
     return {"run_id": task.run_id, "scenario": task.scenario_name, "policy": task.policy_label,
-            "policy_name": None, "seed": task.seed, "engine": task.engine, **dict(task.params)}
+            "base_policy": task.base_policy or task.policy_label, "policy_name": None,
+            "seed": task.seed, "engine": task.engine, **dict(task.params)}
 
 
 def _failed_row(task: SweepTask, exc: BaseException) -> dict[str, Any]:
@@ -352,7 +359,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     Returns
     -------
     pandas.DataFrame
-        Sorted by ``run_id``: ``run_id, scenario, policy, policy_name, seed, engine``, the
+        Sorted by ``run_id``: ``run_id, scenario, policy, base_policy, policy_name, seed,
+        engine`` (``base_policy``: the policy a ``policy_grid`` variant was made from), the
         grid's columns, every flat metric of :func:`omnisim.metrics.log_metrics`,
         ``log_path`` when ``log_dir`` is given, and ``error`` when a run failed.
     """

@@ -102,8 +102,9 @@ def policy_leads(results: pd.DataFrame, objective: str, *, confidence: float = 0
 
 def plot_grid(results: pd.DataFrame, metric: str, *, x: str | None = None,
               confidence: float = 0.95, max_panels: int = 6):
-    """``metric`` against grid column ``x`` (default: the first), one line per policy, mean and
-    CI over seeds; one panel per combination of the other grid columns (at most
+    """``metric`` against grid column ``x`` (default: the first), one line per policy (per
+    ``base_policy``: a ``policy_grid``'s variants are the points of their policy's line), mean
+    and CI over seeds; one panel per combination of the other grid columns (at most
     ``max_panels``). Without a grid: one bar per (scenario, policy)."""
     import matplotlib.pyplot as plt
 
@@ -128,11 +129,13 @@ def plot_grid(results: pd.DataFrame, metric: str, *, x: str | None = None,
                                 f"{', '.join(grid)}")
     x_col = x or grid[0]
     facets = [g for g in grid if g != x_col]
-    summary = summarize_runs(results, [metric], confidence, by=[*facets, x_col, "policy"])
+    # a line per policy; policy_grid variants of one policy are points of its line
+    line = "base_policy" if "base_policy" in results.columns else "policy"
+    summary = summarize_runs(results, [metric], confidence, by=[*facets, x_col, line])
     panels = [((), summary)] if not facets else list(summary.groupby(facets, sort=True))[:max_panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
     for ax, (key, part) in zip(axes.flat, panels):
-        for policy, g in part.groupby("policy", sort=False):
+        for policy, g in part.groupby(line, sort=False):
             g = g.sort_values(x_col)
             mean = g[f"{metric}_mean"].to_numpy(float)
             err = np.vstack([mean - g[f"{metric}_low"], g[f"{metric}_high"] - mean])

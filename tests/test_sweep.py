@@ -93,6 +93,13 @@ def test_policy_grid_sweeps_paths_into_the_policy_document():
     per = table.groupby(["fatigue.half_life_h", "pressure.caps[0].max"])["messages_per_user"].mean().unstack()
     assert (per[1] < per[7]).all()  # the cap the grid set is the cap the runs obeyed
     assert table["cap_violations"].eq(0).all()
+    assert set(table["base_policy"]) == {"capped"} and table["policy"].nunique() == 2
+    # the report's plot: one line per base policy along the cap, a panel per half-life
+    from omnisim.sweep_results import plot_grid
+
+    fig = plot_grid(table, "messages_per_user", x="pressure.caps[0].max")
+    assert [ax.get_legend_handles_labels()[1] for ax in fig.axes] == [["capped"], ["capped"]]
+    assert [ax.get_title() for ax in fig.axes] == ["fatigue.half_life_h=24", "fatigue.half_life_h=168"]
 
 
 def test_policy_grid_needs_documents_and_distinct_paths():
