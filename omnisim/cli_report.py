@@ -97,7 +97,7 @@ def report_notebook(name: str, out: Path | None, params: tuple[str, ...]) -> Non
 
 @report.command("run")
 @click.option("--config", "config", type=click.Path(path_type=Path), required=True,
-              help="Schedule file (YAML): reports: [{name, log, users?, params?, out?}, ...].")
+              help="Schedule file (YAML): reports: [{name, log or results, users?, params?, out?}, ...].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
               help="Output folder; reports go to OUT/<YYYY-MM-DD>/ with an index.html.")
 def report_run(config: Path, out_dir: Path) -> None:

@@ -8,6 +8,8 @@ A schedule file (YAML)::
         users: exports/users.parquet      # optional users table
         params: {attribution_window_h: 72} # optional notebook parameters
         out: channels_72h                 # optional output name (default: the report name, numbered if repeated)
+      - name: sweep_results               # a sweep's table instead of a log
+        results: sweeps/nightly.parquet   # what `omnisim sweep --out` wrote
 
 Relative paths are relative to the schedule file's directory. :func:`run_schedule` runs
 every entry (one failing report does not stop the others), writes
@@ -30,7 +32,7 @@ from omnisim.errors import OmnisimError
 __all__ = ["ScheduleError", "ScheduledReport", "ReportOutcome", "load_schedule", "run_schedule", "write_index"]
 
 log = logging.getLogger("omnisim.schedule")
-_KEYS = ("name", "log", "users", "params", "out")
+_KEYS = ("name", "log", "results", "users", "params", "out")
 
 
 class ScheduleError(OmnisimError, ValueError):
@@ -41,13 +43,27 @@ class ScheduleError(OmnisimError, ValueError):
 
 @dataclass(frozen=True)
 class ScheduledReport:
-    """One entry of a schedule: report ``name``, ``log`` / ``users`` paths, ``params``, ``out`` stem."""
+    """One entry of a schedule: report ``name``, its input — an engagement ``log`` (with an
+    optional ``users`` table) or a sweep's ``results`` table — ``params`` and ``out`` stem."""
 
     name: str
-    log: Path
+    log: Path | None
     users: Path | None = None
     params: dict[str, Any] = field(default_factory=dict)
     out: str = ""
+    results: Path | None = None
+
+    @property
+    def input(self) -> Path | None:
+        """The file the report reads (the log or the results table)."""
+        return self.log if self.log is not None else self.results
+
+    def input_params(self) -> dict[str, Any]:
+        """The notebook parameters naming the inputs (``log_path`` / ``users_path`` or
+        ``results_path``)."""
+        if self.results is not None:
+            return {"results_path": str(self.results)}
+        return {"log_path": str(self.log), "users_path": str(self.users) if self.users else None}
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
         raise ScheduleError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "reports" not in doc:
         raise ScheduleError(f"{path}: expected a mapping with the key 'reports' (a list of "
-                            "{name, log, users?, params?, out?})")
+                            "{name, log or results, users?, params?, out?})")
     extra = sorted(set(doc) - {"reports"})
     if extra:
         raise ScheduleError(f"{path}: unknown top-level key(s) {', '.join(map(repr, extra))}; expected only 'reports'")
@@ -91,14 +107,21 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
     for i, item in enumerate(items):
         where = f"{path}: reports[{i}]"
         if not isinstance(item, dict):
-            raise ScheduleError(f"{where}: expected a mapping with keys name, log (users, params, out optional); "
-                                f"got {type(item).__name__}")
+            raise ScheduleError(f"{where}: expected a mapping with keys name, log or results (users, "
+                                f"params, out optional); got {type(item).__name__}")
         bad = sorted(set(item) - set(_KEYS))
         if bad:
             raise ScheduleError(f"{where}: unknown key(s) {', '.join(map(repr, bad))}; allowed: {', '.join(_KEYS)}")
-        for key in ("name", "log"):
-            if not isinstance(item.get(key), str) or not item[key].strip():
-                raise ScheduleError(f"{where}.{key}: required, a non-empty string")
+        if not isinstance(item.get("name"), str) or not item["name"].strip():
+            raise ScheduleError(f"{where}.name: required, a non-empty string")
+        if ("log" in item) == ("results" in item):
+            raise ScheduleError(f"{where}.log: required, a non-empty string (or results: a sweep's "
+                                f"results table, for sweep_results) — exactly one of them")
+        source = "log" if "log" in item else "results"
+        if not isinstance(item[source], str) or not item[source].strip():
+            raise ScheduleError(f"{where}.{source}: required, a non-empty string")
+        if source == "results" and item.get("users") is not None:
+            raise ScheduleError(f"{where}.users: goes with a log, not with results")
         if item["name"] not in known:
             raise ScheduleError(f"{where}.name: unknown report {item['name']!r}; available: {', '.join(sorted(known))}")
         users = item.get("users")
@@ -108,9 +131,10 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
         if not isinstance(params, dict):
             raise ScheduleError(f"{where}.params: expected a mapping of parameter names to values, "
                                 f"got {type(params).__name__}")
-        for reserved in ("log_path", "users_path", "output_json"):
+        for reserved in ("log_path", "users_path", "results_path", "output_json"):
             if reserved in params:
-                raise ScheduleError(f"{where}.params.{reserved}: set by the schedule ('log' / 'users' / the output)")
+                raise ScheduleError(f"{where}.params.{reserved}: set by the schedule ('log' / 'users' / "
+                                    f"'results' / the output)")
         stem = item.get("out") or item["name"]
         if not isinstance(stem, str) or "/" in stem or stem.startswith("."):
             raise ScheduleError(f"{where}.out: expected a plain file name without '/'; got {stem!r}")
@@ -119,8 +143,9 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
         if stems[stem] > 1:
             stem = f"{stem}-{stems[stem]}"
         out.append(ScheduledReport(
-            name=item["name"], log=(base / item["log"]).resolve(),
-            users=(base / users).resolve() if users else None, params=dict(params), out=stem))
+            name=item["name"], log=(base / item["log"]).resolve() if source == "log" else None,
+            users=(base / users).resolve() if users else None, params=dict(params), out=stem,
+            results=(base / item["results"]).resolve() if source == "results" else None))
     return out
 
 
@@ -142,7 +167,7 @@ def run_schedule(entries: list[ScheduledReport], out_dir: str | Path = "reports"
     outcomes = []
     for e in entries:
         t0 = time.perf_counter()
-        params = {"log_path": str(e.log), "users_path": str(e.users) if e.users else None, **e.params}
+        params = {**e.input_params(), **e.params}
         try:
             res = run_report(e.name, folder / f"{e.out}.html", params, timeout_s=timeout_s)
             oc = ReportOutcome(e, "ok", res.html_path, "", time.perf_counter() - t0)
@@ -168,7 +193,7 @@ def write_index(folder: Path, outcomes: list[ReportOutcome], date: dt.date) -> P
         rows.append(
             f'<tr class="{cls}"><td>{link}</td><td>{html.escape(oc.entry.name)}</td>'
             f'<td class="status">{oc.status}</td><td>{oc.seconds:.1f} s</td>'
-            f"<td><code>{html.escape(str(oc.entry.log))}</code></td>"
+            f"<td><code>{html.escape(str(oc.entry.input))}</code></td>"
             f"<td>{html.escape(oc.message)}</td></tr>")
     n_fail = sum(oc.status != "ok" for oc in outcomes)
     page = f"""<!DOCTYPE html>
@@ -183,7 +208,7 @@ code {{ font-size: 12px; }}
 </style></head><body>
 <h1>Reports of {date.isoformat()}</h1>
 <p>{len(outcomes)} reports, {len(outcomes) - n_fail} ok, {n_fail} failed.</p>
-<table><thead><tr><th>report</th><th>notebook</th><th>status</th><th>time</th><th>log</th><th>message</th></tr></thead>
+<table><thead><tr><th>report</th><th>notebook</th><th>status</th><th>time</th><th>input</th><th>message</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table></body></html>

@@ -44,6 +44,11 @@ def _write(tmp, doc) -> str:
     ({"reports": [{"name": "fatigue", "log": "x", "users": 3}]}, "reports[0].users: expected a path"),
     ({"reports": [{"name": "fatigue", "log": "x", "params": {"log_path": "y"}}]}, "reports[0].params.log_path"),
     ({"reports": [{"name": "fatigue", "log": "x", "out": "../up"}]}, "reports[0].out"),
+    ({"reports": [{"name": "sweep_results", "log": "x", "results": "r.parquet"}]}, "exactly one of them"),
+    ({"reports": [{"name": "sweep_results", "results": "r.parquet", "users": "u"}]},
+     "reports[0].users: goes with a log"),
+    ({"reports": [{"name": "sweep_results", "results": ""}]}, "reports[0].results: required"),
+    ({"reports": [{"name": "fatigue", "log": "x", "params": {"results_path": "y"}}]}, "reports[0].params.results_path"),
     ("reports: [unclosed", "not valid YAML"),
 ])
 def test_config_errors_name_the_key(tmp_path, doc, expected):
@@ -80,3 +85,20 @@ def test_run_with_one_failing_report(files, tmp_path):
     assert 'href="weekly_fatigue.html"' in rows[0][1] and "href" not in rows[1][1]
     assert "unknown value" in rows[1][1] and "1 ok, 1 failed" in index
     assert "http" not in index
+
+
+def test_a_sweeps_results_table_on_the_schedule(tmp_path):
+    from omnisim.sweep import sweep
+
+    table = sweep("default", ["blast", "email_only"], 2, n_users=80, days=3, scheduler="sequential",
+                  progress=False)
+    (tmp_path / "sweeps").mkdir()
+    table.to_parquet(tmp_path / "sweeps" / "nightly.parquet")
+    config = _write(tmp_path, {"reports": [{"name": "sweep_results", "results": "sweeps/nightly.parquet",
+                                            "params": {"objective": "messages_per_user"}}]})
+    res = CliRunner().invoke(main, ["report", "run", "--config", config, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "out" / dt.date.today().isoformat()
+    assert "Best policy per scenario variant" in (folder / "sweep_results.html").read_text()
+    index = (folder / "index.html").read_text()
+    assert "sweeps/nightly.parquet" in index and "1 ok, 0 failed" in index
