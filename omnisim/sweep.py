@@ -22,7 +22,7 @@ its journal beside ``--out`` and resumes with ``--resume``.
 
 Config files (``omnisim sweep --config sweep.yaml``)::
 
-    scenario: default            # base scenario: built-in name or YAML path
+    scenario: default            # base scenario: built-in name or YAML path, or a list of them
     n_users: 2000                # optional overrides of the base scenario
     days: 30
     engine: fast                 # fast | simpy
@@ -434,14 +434,21 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
             raise SweepConfigError(f"{label}: {key}: unknown key; expected one of "
                                    f"{', '.join(CONFIG_KEYS)}")
     scen = data.get("scenario", "default")
-    if not isinstance(scen, str):
-        raise _fail(label, "scenario", "a built-in scenario name or a YAML path", scen)
-    if isinstance(source, (str, Path)) and scen.endswith((".yaml", ".yml")):
-        scen = str(Path(source).parent / scen)
-    try:
-        base = load_scenario(scen)
-    except ScenarioError as exc:
-        raise SweepConfigError(f"{label}: scenario: {exc}") from None
+    items = scen if isinstance(scen, list) else [scen]
+    if not items or not all(isinstance(x, str) and x for x in items):
+        raise _fail(label, "scenario", "a built-in scenario name or a YAML path, or a non-empty "
+                    "list of them", scen)
+    bases: dict[str, Any] = {}  # label -> scenario, in the order given
+    for i, item in enumerate(items):
+        key = f"scenario[{i}]" if isinstance(scen, list) else "scenario"
+        if isinstance(source, (str, Path)) and item.endswith((".yaml", ".yml")):
+            item = str(Path(source).parent / item)
+        try:
+            sc = load_scenario(item)
+        except ScenarioError as exc:
+            raise SweepConfigError(f"{label}: {key}: {exc}") from None
+        name = sc.name if sc.name not in bases else f"{sc.name}#{i}"
+        bases[name] = sc
     n_users = data.get("n_users")
     if n_users is not None and (isinstance(n_users, bool) or not isinstance(n_users, int) or n_users < 1):
         raise _fail(label, "n_users", "an integer >= 1", n_users)
@@ -463,7 +470,7 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
     for path, values in grid.items():
         if not isinstance(values, list) or not values:
             raise _fail(label, f"grid.{path}", "a non-empty list of values", values)
-        for v in values:  # validate each value against the scenario schema now
+        for v, base in itertools.product(values, bases.values()):  # against each scenario's schema
             try:
                 base.replace(**_nested(str(path), v))
             except ScenarioError as exc:
@@ -502,7 +509,7 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
                         raise SweepConfigError(f"{label}: policy_grid.{path} = {v!r} on "
                                                f"policies[{i}]: {exc}") from None
     name = data.get("name", Path(label).stem if not isinstance(source, Mapping) else "sweep")
-    tasks = sweep_tasks({base.name: base}, policies, seeds, grid=grid, policy_grid=policy_grid,
+    tasks = sweep_tasks(bases, policies, seeds, grid=grid, policy_grid=policy_grid,
                         n_users=n_users, days=float(days) if days is not None else None,
                         engine=engine)
     return SweepConfig(str(name), tasks, label)

@@ -134,6 +134,8 @@ def test_policy_grid_needs_documents_and_distinct_paths():
     ({"grid": {"fatigue.half_life_h": [-1]}}, "grid.fatigue.half_life_h"),
     ({"grid": {"fatigue.nope": [1]}}, "grid.fatigue.nope"),
     ({"scenario": "no_such_scenario"}, "scenario:"),
+    ({"scenario": ["default", "no_such_scenario"]}, "scenario[1]:"),
+    ({"scenario": []}, "scenario: expected a built-in scenario name or a YAML path, or a non-empty list"),
 ])
 def test_config_errors_name_the_key(tmp_path, patch, key):
     path = tmp_path / "sweep.yaml"
@@ -175,3 +177,15 @@ def test_cli_engine_option(tmp_path):
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main, ["simulate", "--engine", "warp"])
     assert res.exit_code == 2
+
+
+def test_config_with_several_scenarios(tmp_path):
+    from omnisim.model.scenario import load_scenario
+
+    (tmp_path / "quiet.yaml").write_text(yaml.safe_dump({"name": "quiet", "fatigue": {"half_life_h": 12}}))
+    cfg = tmp_path / "sweep.yaml"  # the YAML path is relative to the config file
+    cfg.write_text(yaml.safe_dump({**CONFIG, "grid": {}, "seeds": 1, "scenario": ["default", "quiet.yaml"]}))
+    tasks = load_sweep_config(cfg).tasks
+    assert [t.scenario_name for t in tasks] == ["default", "default", "quiet", "quiet"]
+    assert tasks[2].scenario.fatigue.half_life_h == 12 and tasks[2].scenario.n_users == 80
+    assert tasks[0].scenario.fatigue.half_life_h == load_scenario("default").fatigue.half_life_h
