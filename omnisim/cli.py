@@ -104,6 +104,10 @@ def _dumps(o) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same log).")
 @click.option("--log", "log_out", type=click.Path(path_type=Path), default=None,
               help="Write the engagement log here (.parquet or .csv); users table next to it.")
+@click.option("--log-dir", "log_dir", type=click.Path(path_type=Path), default=None,
+              help="Fast engine, for large runs: write the log as Parquet parts in this folder and "
+                   "score it one chunk of 50,000 users at a time (the whole log is never in "
+                   "memory); users table next to the folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_engine_opt
@@ -114,8 +118,8 @@ def _dumps(o) -> str:
               help="Fast engine: run the chunks of 50,000 users as tasks on Dask distributed: "
                    "'local' (a LocalCluster of --jobs workers) or tcp://host:8786. Same log.")
 def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | None, seed: int,
-                 log_out: Path | None, as_json: bool, progress: bool, engine: str,
-                 n_jobs: int, scheduler: str | None) -> None:
+                 log_out: Path | None, log_dir: Path | None, as_json: bool, progress: bool,
+                 engine: str, n_jobs: int, scheduler: str | None) -> None:
     """Simulate one policy on a scenario and print its metrics."""
     from omnisim.experiment import run_one
 
@@ -126,16 +130,24 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
         raise click.BadParameter("applies to the fast engine only", param_hint="--jobs")
     if scheduler is not None and engine != "fast":
         raise click.BadParameter("applies to the fast engine only", param_hint="--scheduler")
+    if log_dir is not None and (engine != "fast" or log_out is not None):
+        raise click.BadParameter("applies to the fast engine only, without --log", param_hint="--log-dir")
+    if log_dir is not None and log_dir.exists() and any(log_dir.glob("part-*.parquet")):
+        raise click.BadParameter(f"{log_dir} already holds log parts (part-*.parquet) of another "
+                                 f"run; give an empty or new folder", param_hint="--log-dir")
     r = run_one(scenario, policy, seed, n_users=n_users, days=days, engine=engine,
-                progress=progress and not as_json, n_jobs=n_jobs, scheduler=scheduler)
+                progress=progress and not as_json, n_jobs=n_jobs, scheduler=scheduler,
+                log_dir=log_dir)
     m = {"users": r.metrics["users"], "days": r.metrics["days"], "seed": seed, "policy": r.policy, **r.metrics}
-    if log_out is not None:
-        from omnisim.log import write_log
+    if log_out is not None or log_dir is not None:
+        target = log_out if log_out is not None else log_dir
+        if log_out is not None:
+            from omnisim.log import write_log
 
-        write_log(r.log, log_out)
-        users_path = log_out.with_name(log_out.name.split(".")[0] + "_users.parquet")
+            write_log(r.log, log_out)
+        users_path = target.with_name(target.name.split(".")[0] + "_users.parquet")
         r.users.to_parquet(users_path, index=False)
-        m["log"], m["users_table"] = str(log_out), str(users_path)
+        m["log"], m["users_table"] = str(target), str(users_path)
     if as_json:
         click.echo(_dumps(m))
         return

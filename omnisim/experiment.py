@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from omnisim.metrics import log_metrics
+from omnisim.metrics import combine_metrics, log_metrics
 from omnisim.stats import mean_ci
 
 #: Metrics summarised by :func:`compare`, in display order.
@@ -29,11 +29,12 @@ SUMMARY_METRICS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RunResult:
-    """One simulation run: its log, users table and metrics."""
+    """One simulation run: its log (``None`` when written to a ``log_dir``), users table and
+    metrics."""
 
     policy: str
     seed: int
-    log: pd.DataFrame
+    log: pd.DataFrame | None
     users: pd.DataFrame
     metrics: dict[str, Any]
 
@@ -93,18 +94,24 @@ def get_engine(engine: str):
 
 def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: float | None = None,
             rules=None, engine: str = DEFAULT_ENGINE, progress: bool = False,
-            n_jobs: int = 1, scheduler: Any = None) -> RunResult:
+            n_jobs: int = 1, scheduler: Any = None, log_dir: str | Path | None = None) -> RunResult:
     """Simulate one policy on one seed with ``engine`` (``fast`` | ``simpy``) and score the log.
 
     ``n_jobs`` / ``scheduler`` (fast engine only): processes simulating chunks of users at
     once, or a Dask cluster running them; the log does not depend on either (see
-    :func:`omnisim.model.engine_fast.simulate`)."""
+    :func:`omnisim.model.engine_fast.simulate`). ``log_dir`` (fast engine only): the log goes
+    to Parquet parts there and is scored one chunk of users at a time
+    (:func:`omnisim.metrics.combine_metrics`), so memory holds one chunk, never the whole
+    log; ``result.log`` is then ``None``."""
     simulate = get_engine(engine)
-    if (n_jobs != 1 or scheduler is not None) and engine != "fast":
-        raise ValueError(f"n_jobs and scheduler apply to the fast engine only (engine {engine!r})")
+    if (n_jobs != 1 or scheduler is not None or log_dir is not None) and engine != "fast":
+        raise ValueError(f"n_jobs, scheduler and log_dir apply to the fast engine only "
+                         f"(engine {engine!r})")
     kw: dict[str, Any] = {"n_jobs": n_jobs} if n_jobs != 1 else {}
     if scheduler is not None:
         kw["scheduler"] = scheduler
+    if log_dir is not None:
+        kw["out"] = log_dir
     scenario, policy = _resolve_scenario(scenario), _resolve_policy(policy)
     if getattr(policy, "update_every_h", None):
         # online learners change as they run: each run starts from the policy as given, so
@@ -114,8 +121,13 @@ def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: fl
                    **kw)
     horizon = days if days is not None else scenario.days
     rules = getattr(policy, "rules", None) or rules or reference_rules()
-    metrics = log_metrics(res.log, res.users, days=horizon, rules=rules,
-                          holdout_users=holdout_members(policy, res.users["user_id"].astype(str)))
+    holdout = holdout_members(policy, res.users["user_id"].astype(str))
+    if log_dir is None:
+        metrics = log_metrics(res.log, res.users, days=horizon, rules=rules, holdout_users=holdout)
+    else:
+        metrics = combine_metrics([log_metrics(log, users, days=horizon, rules=rules,
+                                               holdout_users=holdout)
+                                   for users, log in res.iter_chunks()])
     return RunResult(policy.name, seed, res.log, res.users, metrics)
 
 

@@ -6,7 +6,8 @@ function scores a simulated run, the sender's exported log, or a real export.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,15 +35,21 @@ def attribute_conversions(log: pd.DataFrame, window_h: Mapping[str, float] | Non
     at most ``window_h[channel]`` hours earlier (last touch). Returns the purchase rows
     with ``message_id``, ``msg_channel`` and ``msg_campaign`` of the attributed message
     (null where none qualifies). ``touch="clicked"`` attributes to the latest *click* on a
-    message instead (click-through attribution; the window counts from the click).
+    message instead (click-through attribution; the window counts from the click). Among
+    touches at the same instant (e.g. one send per channel at once), the greatest
+    ``message_id`` is the last.
     """
     if touch not in ATTRIBUTION_TOUCHES:
         raise ValueError(f"touch: expected one of {', '.join(ATTRIBUTION_TOUCHES)}, got {touch!r}")
     window_h = {**DEFAULT_ATTRIBUTION_H, **(window_h or {})}
-    buys = log.loc[log["event"] == "purchase", ["ts", "user_id", "value"]].sort_values("ts")
+    # among touches at the same instant the greatest message_id is the last touch, whatever
+    # else the frame holds (as report_tables' SQL); an unstable sort on ts alone let the
+    # other users' rows decide
+    buys = log.loc[log["event"] == "purchase", ["ts", "user_id", "value"]].sort_values("ts", kind="stable")
     sends = log.loc[log["event"] == touch, ["ts", "user_id", "channel", "message_id", "campaign"]]
     sends = sends.rename(columns={"ts": "sent_ts", "channel": "msg_channel", "campaign": "msg_campaign"})
-    sends = sends.assign(msg_channel=sends["msg_channel"].astype(str)).sort_values("sent_ts")
+    sends = sends.assign(msg_channel=sends["msg_channel"].astype(str)).sort_values(
+        ["sent_ts", "message_id"], kind="stable")
     if buys.empty:
         return buys.assign(message_id=pd.Series(dtype="string"), msg_channel=pd.Series(dtype="string"),
                            msg_campaign=pd.Series(dtype="string"))
@@ -151,6 +158,67 @@ def log_metrics(
     out.update(_violations(log, users, rules))
     out.update(_incremental(log, users, holdout_users))
     return out
+
+
+#: Metrics that are counts or sums over users: those of disjoint user sets add up.
+_ADDITIVE = ("users", "messages", "opens", "clicks", "purchases", "conversions", "click_conversions",
+             "revenue", "attributed_revenue", "cost", "unsubscribes", "churn", "deferred", "suppressed",
+             "cap_violations", "quiet_hour_violations", "holdout_users")
+
+
+def combine_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The :func:`log_metrics` of a log from those of its parts over disjoint sets of users
+    (e.g. the fast engine's chunks), all over the same ``days``: counts and sums add up, and
+    every rate is recomputed from them — equal to scoring the whole log at once (up to float
+    rounding), with one part in memory at a time.
+    """
+    if not parts:
+        raise ValueError("combine_metrics needs at least one part")
+    days = float(parts[0]["days"])
+    if any(abs(float(p["days"]) - days) > 1e-9 for p in parts):
+        raise ValueError("combine_metrics: the parts cover different horizons (days)")
+    out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in _ADDITIVE}
+    for k in ("users", "messages", "opens", "clicks", "purchases", "conversions", "click_conversions",
+              "unsubscribes", "churn", "deferred", "suppressed", "cap_violations",
+              "quiet_hour_violations", "holdout_users"):
+        out[k] = int(out[k])
+    for k in ("messages_by_channel", "conversions_by_channel"):
+        out[k] = {ch: int(sum(p[k][ch] for p in parts)) for ch in MESSAGE_CHANNELS}
+    n, messages = out["users"], out["messages"]
+    overloaded = sum(p["overload_rate"] * p["users"] * days for p in parts)  # overloaded user-days
+    out.update({
+        "days": days,
+        "messages_per_user": messages / n if n else 0.0,
+        **{f"messages_per_user_{ch}": out["messages_by_channel"][ch] / n if n else 0.0
+           for ch in MESSAGE_CHANNELS},
+        "messages_per_user_week": messages / n / days * 7 if n else 0.0,
+        "open_rate": out["opens"] / messages if messages else float("nan"),
+        "click_rate": out["clicks"] / messages if messages else float("nan"),
+        "revenue_minus_cost": out["revenue"] - out["cost"],
+        "unsubscribe_rate": out["unsubscribes"] / messages if messages else 0.0,
+        "overload_rate": overloaded / (n * days) if n and days > 0 else 0.0,
+    })
+    out.update(_combined_incremental(parts))
+    return {k: out[k] for k in parts[0]}  # log_metrics' keys, in its order (a new one: KeyError)
+
+
+def _combined_incremental(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Treated and holdout purchase rates are means over users: weight each part's by its users."""
+    nan = float("nan")
+    control = sum(p["holdout_users"] for p in parts)
+    treated = sum(p["users"] - p["holdout_users"] for p in parts)
+    if not control or not treated or all(math.isnan(p["conversion_rate_holdout"]) for p in parts):
+        return {"conversion_rate_treated": nan, "conversion_rate_holdout": nan,
+                "incremental_conversions": nan}
+    rt = sum(_nan0(p["conversion_rate_treated"]) * (p["users"] - p["holdout_users"]) for p in parts) / treated
+    rc = sum(_nan0(p["conversion_rate_holdout"]) * p["holdout_users"] for p in parts) / control
+    return {"conversion_rate_treated": rt, "conversion_rate_holdout": rc,
+            "incremental_conversions": (rt - rc) * treated}
+
+
+def _nan0(x: float) -> float:
+    """A part without treated (or holdout) users contributes nothing to that mean."""
+    return 0.0 if math.isnan(x) else x
 
 
 def _violations(log: pd.DataFrame, users: pd.DataFrame | None, rules: Any) -> dict[str, int]:

@@ -9,7 +9,8 @@ Message outcomes (``delivered``, ``opened``, ``clicked``, ``unsubscribed``) are 
 their ``sent`` row by ``message_id``; a message is "opened" when at least one ``opened`` row
 carries its id. Purchases are attributed to messages by *touch*: the sends to the same user
 at most ``attribution_window_h`` hours before the purchase (inclusive); the last touch gets
-the conversion in per-message tables.
+the conversion in per-message tables (sends at the same instant: the greatest ``message_id``
+is the last, as in :func:`omnisim.metrics.attribute_conversions`).
 
 - :func:`engagement_funnel` — the engagement report's funnel (decided → … → purchase per
   channel, campaign, action), the SQL twin of :func:`omnisim.analysis.funnel`.
@@ -76,8 +77,10 @@ def _touch_cte(window_h: float) -> str:
     touch AS (SELECT p.pid, p.value, m.message_id, m.channel, m.campaign, m.sent_ts
               FROM purch p JOIN msg m ON p.user_id = m.user_id AND m.sent_ts <= p.ts AND m.sent_ts >= p.ts - {w}),
     fl AS (SELECT pid, any_value(value) AS value,
-                  arg_min(channel, sent_ts) AS first_channel, arg_max(channel, sent_ts) AS last_channel,
-                  arg_max(message_id, sent_ts) AS last_mid
+                  -- ties at one instant: by message_id, as metrics.attribute_conversions
+                  arg_min(channel, (sent_ts, message_id)) AS first_channel,
+                  arg_max(channel, (sent_ts, message_id)) AS last_channel,
+                  arg_max(message_id, (sent_ts, message_id)) AS last_mid
            FROM touch GROUP BY pid)"""
 
 

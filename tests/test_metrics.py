@@ -104,3 +104,15 @@ def test_wilson_and_diff_ci():
     assert all(math.isnan(x) for x in wilson_ci(0, 0))
     d, lo, hi = diff_ci([1, 0, 1, 1], [0, 0, 1, 0])
     assert d == 0.5 and lo < d < hi
+
+
+def test_simultaneous_sends_credit_the_greatest_message_id_whatever_else_the_log_holds():
+    rows = [("2024-01-01T09:00Z", "a", "sent", "email", "a-m1", 0.0),
+            ("2024-01-01T09:00Z", "a", "sent", "sms", "a-m2", 0.05),
+            ("2024-01-01T09:00Z", "a", "sent", "push", "a-m3", 0.0),
+            ("2024-01-01T12:00Z", "a", "purchase", "web", None, 30.0)]
+    others = [(f"2024-01-01T0{h}:00Z", f"u{i}", "sent", ch, f"u{i}-m1", 0.0)
+              for i, (h, ch) in enumerate([(9, "email"), (9, "sms"), (8, "push")] * 40)]
+    for log in (log_of(rows), log_of(others + rows), log_of(others[::-1][:60] + rows + others[:60])):
+        att = attribute_conversions(log).set_index("user_id")
+        assert att.loc["a", "message_id"] == "a-m3"  # ties at one instant: the greatest id

@@ -52,14 +52,14 @@ from dataclasses import dataclass, field
 from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from omnisim.log import CHANNELS, COLUMNS, EVENTS, FLOAT_COLUMNS, STRING_COLUMNS, validate
+from omnisim.log import CHANNELS, COLUMNS, EVENTS, FLOAT_COLUMNS, STRING_COLUMNS, empty_log, validate
 from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
@@ -97,10 +97,29 @@ class FastSimulationResult(SimulationResult):
     """:class:`~omnisim.model.engine_simpy.SimulationResult` plus where the log went.
 
     ``log`` is ``None`` when the log was written to ``log_parts`` (Parquet, one file per
-    chunk of users) instead of being held in memory; :meth:`read_log` reads it back.
+    chunk of users) instead of being held in memory; :meth:`read_log` reads it back, and
+    :meth:`iter_chunks` one chunk of users at a time. ``chunk_size``: users per chunk.
     """
 
     log_parts: list[Path] = field(default_factory=list)
+    chunk_size: int = 0
+
+    def iter_chunks(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """``(users, log)`` of each chunk of users in turn — the chunk's rows of the users
+        table and its validated log, read from its parts (or cut from the log in memory).
+        Chunks are disjoint user sets, so per-chunk scores combine
+        (:func:`omnisim.metrics.combine_metrics`)."""
+        size = self.chunk_size or len(self.users)
+        for i, start in enumerate(range(0, len(self.users), size)):
+            users = self.users.iloc[start:start + size].reset_index(drop=True)
+            if self.log is not None:
+                log = self.log[self.log["user_id"].isin(users["user_id"])].reset_index(drop=True)
+            else:
+                parts = [p for p in self.log_parts if p.name.startswith(f"part-{i:05d}-")]
+                frames = [pd.read_parquet(p) for p in parts]
+                log = (validate(pd.concat(frames, ignore_index=True), source=str(parts[0].parent))
+                       if frames else empty_log())
+            yield users, log
 
     def read_log(self) -> pd.DataFrame:
         """The whole log (from memory, or concatenated from its Parquet parts)."""
@@ -1360,7 +1379,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         if len(frames) > 1:
             log = log.iloc[np.argsort(log["ts"].to_numpy(), kind="stable")].reset_index(drop=True)
         log = validate(log, source="engine_fast")
-    return FastSimulationResult(log=log, users=users, scenario=sc, policy=name,
+    return FastSimulationResult(log=log, users=users, scenario=sc, policy=name, chunk_size=size,
                                 wall_s=time.perf_counter() - t0, log_parts=parts)
 
 
