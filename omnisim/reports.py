@@ -247,8 +247,8 @@ def check_inputs(params: dict[str, Any]) -> None:
     """Validate the log (``log_path``), users table (``users_path``) and sweep results
     (``results_path``) named in ``params`` before any kernel starts:
     :func:`omnisim.report_data.check_log` (in SQL for Parquet),
-    :func:`omnisim.analysis.load_users` and :func:`omnisim.sweep_results.load_sweep_results`. Raises :class:`ReportError` (exit code 2) carrying the
-    validation message."""
+    :func:`omnisim.analysis.load_users` and :func:`omnisim.sweep_results.load_sweep_results`.
+    Raises :class:`ReportError` (exit code 2) carrying the validation message."""
     from omnisim.analysis import load_users
     from omnisim.log import LogValidationError
     from omnisim.report_data import check_log
