@@ -6,14 +6,16 @@ as soon as the run's row reaches the client. A task's key is a SHA-256 over ever
 result depends on: run id, the scenario's every parameter, the policy (its full document
 for names, files and mappings, with every reference inlined; for a policy object, the digest
 of its artifact payload — parameters and fitted arrays — or, if it has no artifact kind, its
-``repr``), seed, engine and the omnisim version. A resumed sweep reuses a journaled row only
-when the key matches — change a grid value, a policy file or omnisim, and the affected runs
-run again. Failed runs are never journaled, so a resume runs them again.
+``repr``), seed, engine, the omnisim version and a digest of omnisim's code and built-in data
+(:func:`code_fingerprint`). A resumed sweep reuses a journaled row only when the key matches
+— change a grid value, a policy file or omnisim's code, and the affected runs run again.
+Failed runs are never journaled, so a resume runs them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import warnings
@@ -24,7 +26,7 @@ import numpy as np
 
 from omnisim.errors import OmnisimError
 
-__all__ = ["SweepJournalError", "task_key", "read_journal", "SweepJournal"]
+__all__ = ["SweepJournalError", "code_fingerprint", "task_key", "read_journal", "SweepJournal"]
 
 
 class SweepJournalError(OmnisimError):
@@ -57,6 +59,20 @@ def _policy_identity(policy: Any) -> Any:
     return {"object": cls, "kind": kind.name, "payload": digest.hexdigest()}
 
 
+@functools.lru_cache(maxsize=8)
+def code_fingerprint(root: str | Path | None = None) -> str:
+    """SHA-256 over omnisim's own code and built-in data (``*.py``, ``*.yaml`` under ``root``,
+    default: the installed package), so an edited engine, model or policy — in a development
+    checkout, without a new version — changes every task key. Cached per process."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".yml")
+                       and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def task_key(task: Any) -> str:
     """The SHA-256 hex key of a :class:`~omnisim.sweep.SweepTask` (module docstring)."""
     import omnisim
@@ -64,7 +80,7 @@ def task_key(task: Any) -> str:
     body = {"run_id": task.run_id, "scenario_name": task.scenario_name,
             "scenario": dataclasses.asdict(task.scenario), "policy": _policy_identity(task.policy),
             "policy_label": task.policy_label, "seed": task.seed, "params": dict(task.params),
-            "engine": task.engine, "omnisim": omnisim.__version__}
+            "engine": task.engine, "omnisim": omnisim.__version__, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -211,3 +211,23 @@ def test_a_run_whose_worker_dies_is_recorded_and_the_rest_finish(tmp_path):
     assert pd.isna(table.loc[0, "error"]) and table.loc[0, "messages"] > 0
     assert table.loc[1, "error"].startswith("KilledWorker")
     assert list(read_journal(tmp_path / "j.jsonl").values())[0]["run_id"] == 0  # only the finished run
+
+
+def test_the_key_follows_omnisims_code(tmp_path, monkeypatch):
+    import omnisim.sweep_journal as journal_mod
+    from omnisim.sweep_journal import code_fingerprint
+
+    pkg = tmp_path / "pkg"
+    (pkg / "builtin").mkdir(parents=True)
+    (pkg / "engine.py").write_text("RATE = 1\n")
+    (pkg / "builtin" / "journey.yaml").write_text("steps: []\n")
+    (pkg / "notes.txt").write_text("not code")
+    before = code_fingerprint(pkg)
+    (pkg / "notes.txt").write_text("still not code")
+    assert code_fingerprint.__wrapped__(pkg) == before
+    (pkg / "builtin" / "journey.yaml").write_text("steps: [1]\n")
+    assert code_fingerprint.__wrapped__(pkg) != before
+    task = sweep_tasks("default", ["blast"], [0], **SMALL)[0]
+    key = task_key(task)
+    monkeypatch.setattr(journal_mod, "code_fingerprint", lambda: "an edited engine")
+    assert task_key(task) != key  # an edit to omnisim reruns every journaled run
