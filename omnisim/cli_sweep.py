@@ -49,7 +49,7 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
     Exits 1 when runs failed: OUT then holds every run (failed ones with an `error` column),
     and `--resume` reruns only the failed ones.
     """
-    from omnisim.sweep import load_sweep_config, sweep as run
+    from omnisim.sweep import journaled_rows, load_sweep_config, sweep as run
     from omnisim.sweep_journal import read_journal
 
     cfg = load_sweep_config(config)  # validate before starting any cluster
@@ -60,12 +60,7 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
             f"{journal} holds {n} finished runs of an earlier sweep to {out} that did not "
             f"finish; rerun with --resume to keep them and run only the rest, or delete that "
             f"file to start over")
-    kept = 0
-    if resume and journal.exists():
-        from omnisim.sweep_journal import task_key
-
-        done = read_journal(journal)
-        kept = sum(task_key(t) in done for t in cfg.tasks)
+    kept = len(journaled_rows(cfg.tasks, journal, log_dir)) if resume else 0
     click.echo(f"sweep {cfg.name}: {len(cfg.tasks)} runs"
                + (f" ({kept} already done, from {journal})" if resume else ""), err=True)
     try:

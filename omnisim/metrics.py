@@ -160,10 +160,11 @@ def log_metrics(
     return out
 
 
-#: Metrics that are counts or sums over users: those of disjoint user sets add up.
-_ADDITIVE = ("users", "messages", "opens", "clicks", "purchases", "conversions", "click_conversions",
-             "revenue", "attributed_revenue", "cost", "unsubscribes", "churn", "deferred", "suppressed",
-             "cap_violations", "quiet_hour_violations", "holdout_users")
+#: Metrics that are counts or money sums over users: those of disjoint user sets add up.
+_ADDITIVE_COUNTS = ("users", "messages", "opens", "clicks", "purchases", "conversions",
+                    "click_conversions", "unsubscribes", "churn", "deferred", "suppressed",
+                    "cap_violations", "quiet_hour_violations", "holdout_users")
+_ADDITIVE_SUMS = ("revenue", "attributed_revenue", "cost")
 
 
 def combine_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -177,11 +178,8 @@ def combine_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     days = float(parts[0]["days"])
     if any(abs(float(p["days"]) - days) > 1e-9 for p in parts):
         raise ValueError("combine_metrics: the parts cover different horizons (days)")
-    out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in _ADDITIVE}
-    for k in ("users", "messages", "opens", "clicks", "purchases", "conversions", "click_conversions",
-              "unsubscribes", "churn", "deferred", "suppressed", "cap_violations",
-              "quiet_hour_violations", "holdout_users"):
-        out[k] = int(out[k])
+    out: dict[str, Any] = {k: int(sum(p[k] for p in parts)) for k in _ADDITIVE_COUNTS}
+    out.update({k: sum(p[k] for p in parts) for k in _ADDITIVE_SUMS})
     for k in ("messages_by_channel", "conversions_by_channel"):
         out[k] = {ch: int(sum(p[k][ch] for p in parts)) for ch in MESSAGE_CHANNELS}
     n, messages = out["users"], out["messages"]

@@ -48,15 +48,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
 from omnisim.errors import OmnisimError
 from omnisim.policies import _spec
-from omnisim.sweep_journal import SweepJournal, task_key
+from omnisim.sweep_journal import SweepJournal, read_journal, task_key
 
 __all__ = ["SweepConfigError", "SweepError", "SweepTask", "SweepConfig", "load_sweep_config",
-           "sweep_tasks", "policy_variants", "run_task", "log_part_path", "sweep",
+           "sweep_tasks", "policy_variants", "run_task", "log_part_path", "journaled_rows", "sweep",
            "run_sweep_config"]
 
 CONFIG_KEYS = ("scenario", "n_users", "days", "engine", "seeds", "grid", "policies", "policy_grid",
@@ -301,13 +300,11 @@ def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: 
 
     with dask_client("local" if scheduler is None else scheduler, n_workers=n_workers,
                      processes=processes) as client:
-        by_key = {}
-        for t in tasks:
-            fut = client.submit(run_task, t, None if log_dir is None else str(log_dir),
-                                key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False)
-            by_key[fut.key] = (fut, t)
-        for fut in as_completed([f for f, _ in by_key.values()]):
-            task = by_key[fut.key][1]
+        task_of = {client.submit(run_task, t, None if log_dir is None else str(log_dir),
+                                 key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False): t
+                   for t in tasks}
+        for fut in as_completed(list(task_of)):
+            task = task_of[fut]
             try:
                 yield task, fut.result()
             except Exception as exc:  # noqa: BLE001 - a run's error (or a lost worker), recorded
@@ -321,6 +318,18 @@ def _reusable(row: Mapping[str, Any], log_dir: Any) -> bool:
         return True
     expected = log_part_path(log_dir, int(row["run_id"]))
     return row.get("log_path") == str(expected) and expected.is_file()
+
+
+def journaled_rows(tasks: Sequence[SweepTask], journal: str | Path,
+                   log_dir: str | Path | None = None,
+                   keys: Mapping[int, str] | None = None) -> dict[int, dict[str, Any]]:
+    """``{run_id: row}`` of the runs ``journal`` already holds for ``tasks``: same task key
+    and, with ``log_dir``, the promised log part present. ``keys``: the tasks' keys by run id
+    when already computed."""
+    keys = keys if keys is not None else {t.run_id: task_key(t) for t in tasks}
+    done = read_journal(journal)
+    log_dir = Path(log_dir).absolute() if log_dir is not None else None
+    return {rid: done[k] for rid, k in keys.items() if k in done and _reusable(done[k], log_dir)}
 
 
 def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 3, *,
@@ -374,10 +383,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
         log_dir.mkdir(parents=True, exist_ok=True)
     book = SweepJournal(journal) if journal is not None else None
     keys = {t.run_id: task_key(t) for t in tasks} if book is not None else {}
-    done = book.done(keys.values()) if book is not None else {}
-    rows = [done[keys[t.run_id]] for t in tasks
-            if keys.get(t.run_id) in done and _reusable(done[keys[t.run_id]], log_dir)]
-    reused = {r["run_id"] for r in rows}
+    reused = journaled_rows(tasks, journal, log_dir, keys) if book is not None else {}
+    rows = list(reused.values())
     todo = [t for t in tasks if t.run_id not in reused]
     if scheduler == "sequential":
         stream = _iter_sequential(todo, log_dir)

@@ -20,7 +20,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -130,11 +130,6 @@ class SweepJournal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = None
-
-    def done(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The journaled rows among ``keys``: ``{key: row}``."""
-        rows = read_journal(self.path)
-        return {k: rows[k] for k in keys if k in rows}
 
     def append(self, key: str, row: Mapping[str, Any]) -> None:
         """Write one finished run and flush it to disk."""
