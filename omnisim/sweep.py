@@ -514,7 +514,7 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
                         load_policy(policy_variants([pol], {path: [v]})[0][0])
                     except (TuneError, _spec.SpecError) as exc:
                         raise SweepConfigError(f"{label}: policy_grid.{path} = {v!r} on "
-                                               f"policies[{i}]: {exc}") from None
+                                               f"policies[{i}] ({_policy_label(pol)}): {exc}") from None
     name = data.get("name", Path(label).stem if not isinstance(source, Mapping) else "sweep")
     tasks = sweep_tasks(bases, policies, seeds, grid=grid, policy_grid=policy_grid,
                         n_users=n_users, days=float(days) if days is not None else None,

@@ -139,34 +139,34 @@ _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|(\.)")
 def parse_path(path: str) -> tuple[str | int, ...]:
     """``"journeys[0].steps[1].delay_h"`` → ``("journeys", 0, "steps", 1, "delay_h")``."""
     if not isinstance(path, str) or not path:
-        raise TuneError(f"tunable path {path!r}: expected a non-empty string like journeys[0].steps[1].delay_h")
+        raise TuneError(f"path {path!r}: expected a non-empty string like journeys[0].steps[1].delay_h")
     out: list[str | int] = []
     pos, expect_key = 0, True
     while pos < len(path):
         m = _TOKEN.match(path, pos)
         if m is None:
-            raise TuneError(f"tunable path {path!r}: cannot parse at {path[pos:]!r} "
+            raise TuneError(f"path {path!r}: cannot parse at {path[pos:]!r} "
                             f"(expected key names, [index] and dots, e.g. pressure.caps[1].max)")
         key, index, dot = m.groups()
         if dot:
             if expect_key:
-                raise TuneError(f"tunable path {path!r}: unexpected '.' at position {pos}")
+                raise TuneError(f"path {path!r}: unexpected '.' at position {pos}")
             expect_key = True
         elif key is not None:
             if not expect_key:
-                raise TuneError(f"tunable path {path!r}: missing '.' before {key!r}")
+                raise TuneError(f"path {path!r}: missing '.' before {key!r}")
             out.append(key)
             expect_key = False
         else:
             if expect_key and out:
-                raise TuneError(f"tunable path {path!r}: unexpected '[' after '.'")
+                raise TuneError(f"path {path!r}: unexpected '[' after '.'")
             if not out:
-                raise TuneError(f"tunable path {path!r}: must start with a key name")
+                raise TuneError(f"path {path!r}: must start with a key name")
             out.append(int(index))
             expect_key = False
         pos = m.end()
     if expect_key:
-        raise TuneError(f"tunable path {path!r}: ends with '.'")
+        raise TuneError(f"path {path!r}: ends with '.'")
     return tuple(out)
 
 
@@ -176,19 +176,19 @@ def _walk(doc: Any, tokens: Sequence[str | int], path: str) -> Any:
         here = _fmt(tokens[: i + 1])
         if isinstance(tok, int):
             if not isinstance(cur, list):
-                raise TuneError(f"tunable {path}: {_fmt(tokens[:i]) or '<document>'} is not a list "
+                raise TuneError(f"path {path}: {_fmt(tokens[:i]) or '<document>'} is not a list "
                                 f"(got {type(cur).__name__}), cannot index [{tok}]")
             if tok >= len(cur):
-                raise TuneError(f"tunable {path}: {here} is out of range ({_fmt(tokens[:i])} has "
+                raise TuneError(f"path {path}: {here} is out of range ({_fmt(tokens[:i])} has "
                                 f"{len(cur)} item(s))")
             cur = cur[tok]
         else:
             if not isinstance(cur, Mapping):
-                raise TuneError(f"tunable {path}: {_fmt(tokens[:i]) or '<document>'} is not a mapping "
+                raise TuneError(f"path {path}: {_fmt(tokens[:i]) or '<document>'} is not a mapping "
                                 f"(got {type(cur).__name__}), cannot read key {tok!r}")
             if tok not in cur:
                 keys = ", ".join(map(str, cur)) or "none"
-                raise TuneError(f"tunable {path}: {here} does not exist in the policy document "
+                raise TuneError(f"path {path}: {here} does not exist in the policy document "
                                 f"(keys there: {keys})")
             cur = cur[tok]
     return cur
@@ -222,7 +222,7 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     elif isinstance(parent, dict):
         parent[last] = value
     else:
-        raise TuneError(f"tunable {path}: {_fmt(tokens[:-1]) or '<document>'} is not a mapping "
+        raise TuneError(f"path {path}: {_fmt(tokens[:-1]) or '<document>'} is not a mapping "
                         f"(got {type(parent).__name__})")
     return out
 

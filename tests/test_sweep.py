@@ -114,9 +114,9 @@ def test_policy_grid_needs_documents_and_distinct_paths():
 @pytest.mark.parametrize("patch, key", [
     ({"policy_grid": {"pressure.caps[0].max": 3}}, "policy_grid.pressure.caps[0].max: expected a non-empty list"),
     ({"policy_grid": {"pressure.caps[0].max": [2]}},  # email_only has no pressure rules
-     "policy_grid.pressure.caps[0].max = 2 on policies[0]: tunable pressure.caps[0].max: pressure does not exist"),
+     "policy_grid.pressure.caps[0].max = 2 on policies[0] (email_only): path pressure.caps[0].max: pressure does not exist"),
     ({"policies": CONFIG["policies"][1:], "policy_grid": {"pressure.caps[0].max": ["x"]}},
-     "policy_grid.pressure.caps[0].max = 'x' on policies[0]: pressure.caps[0].max: expected an integer"),
+     "policy_grid.pressure.caps[0].max = 'x' on policies[0] (cap1): pressure.caps[0].max: expected an integer"),
     ({"policies": CONFIG["policies"][1:], "policy_grid": {"pressure.caps[9].max": [1]}}, "out of range"),
     ({"policy_grid": ["x"]}, "policy_grid: expected a mapping"),
     ({"bogus": 1}, "bogus: unknown key"),
