@@ -81,7 +81,7 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
             click.echo(f"failed: run {r.run_id} ({r.scenario}, {r.policy}, seed {r.seed}): "
                        f"{r.error}", err=True)
         click.echo(f"error: {len(failed)} of {len(table)} runs failed (listed above; their rows "
-                   f"in {out} have an error and no metrics); fix the cause and rerun with "
-                   f"--resume to run only those", err=True)
+                   f"in {out} have an error, its traceback and no metrics); fix the cause and "
+                   f"rerun with --resume to run only those", err=True)
         sys.exit(1)
     journal.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ client and are never all in memory at once.
 
 A run that fails (raises, or its worker dies) does not stop the others: the sweep finishes,
 then raises :class:`SweepError` carrying the whole table (or, with ``on_error="record"``,
-returns it with an ``error`` column). With ``journal``, every finished row is appended to a
+returns it with ``error`` and ``traceback`` columns). With ``journal``, every finished row is appended to a
 JSON-lines file as it arrives (:mod:`omnisim.sweep_journal`) and a sweep given the journal
 of an interrupted or partly failed one runs only what is missing. ``omnisim sweep`` keeps
 its journal beside ``--out`` and resumes with ``--resume``.
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -260,15 +261,38 @@ def _identity(task: SweepTask) -> dict[str, Any]:
             "seed": task.seed, "engine": task.engine, **dict(task.params)}
 
 
-def _failed_row(task: SweepTask, exc: BaseException) -> dict[str, Any]:
-    return {**_identity(task), "error": f"{type(exc).__name__}: {exc}"}
+@dataclass(frozen=True)
+class _Failed:
+    """A run's exception and its formatted traceback, returned (not raised) by a Dask task:
+    the worker then logs nothing, and the traceback survives pickling."""
+
+    exc: BaseException
+    traceback: str
+
+
+def _run_task_caught(task: SweepTask, log_dir: str | None) -> dict[str, Any] | _Failed:
+    """:func:`run_task` on a Dask worker; a run's error comes back as :class:`_Failed`."""
+    try:
+        return run_task(task, log_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's error, recorded by the client
+        return _Failed(exc, _format_traceback(exc))
+
+
+def _format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _failed_row(task: SweepTask, failure: _Failed) -> dict[str, Any]:
+    exc = failure.exc
+    return {**_identity(task), "error": f"{type(exc).__name__}: {exc}",
+            "traceback": failure.traceback}
 
 
 # -- the sweep -------------------------------------------------------------------------------
 
 class SweepError(OmnisimError):
     """Some runs of a sweep failed. Raised after every other run finished; ``results`` holds
-    the whole table (failed runs with an ``error`` column and no metrics)."""
+    the whole table (failed runs with ``error`` and ``traceback`` columns and no metrics)."""
 
     exit_code = 1
 
@@ -280,7 +304,8 @@ class SweepError(OmnisimError):
 def _results(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame(sorted(rows, key=lambda r: r["run_id"])).reset_index(drop=True)
     if "error" in table.columns:  # last, after every metric
-        table = table[[c for c in table.columns if c != "error"] + ["error"]]
+        last = [c for c in ("error", "traceback") if c in table.columns]
+        table = table[[c for c in table.columns if c not in last] + last]
     return table
 
 
@@ -289,7 +314,7 @@ def _iter_sequential(tasks: list[SweepTask], log_dir: Any) -> Iterator[tuple[Swe
         try:
             yield task, run_task(task, log_dir)
         except Exception as exc:  # noqa: BLE001 - recorded as the run's error, the sweep goes on
-            yield task, exc
+            yield task, _Failed(exc, _format_traceback(exc))
 
 
 def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: int,
@@ -300,15 +325,15 @@ def _iter_dask(tasks: list[SweepTask], scheduler: Any, log_dir: Any, n_workers: 
 
     with dask_client("local" if scheduler is None else scheduler, n_workers=n_workers,
                      processes=processes) as client:
-        task_of = {client.submit(run_task, t, None if log_dir is None else str(log_dir),
+        task_of = {client.submit(_run_task_caught, t, None if log_dir is None else str(log_dir),
                                  key=f"omnisim-sweep-{t.run_id}-{id(tasks)}", pure=False): t
                    for t in tasks}
         for fut in as_completed(list(task_of)):
             task = task_of[fut]
             try:
                 yield task, fut.result()
-            except Exception as exc:  # noqa: BLE001 - a run's error (or a lost worker), recorded
-                yield task, exc
+            except Exception as exc:  # noqa: BLE001 - a lost worker (KilledWorker), recorded
+                yield task, _Failed(exc, _format_traceback(exc))
             fut.release()
 
 
@@ -363,7 +388,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     on_error
         A run that raises (or whose worker died) never stops the others. ``"raise"``: after
         all runs, raise :class:`SweepError`, whose ``results`` hold the table; ``"record"``:
-        return the table, failed runs with an ``error`` message and no metrics.
+        return the table, failed runs with an ``error`` message, the run's ``traceback``
+        (formatted where it was raised) and no metrics.
 
     Returns
     -------
@@ -371,7 +397,7 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
         Sorted by ``run_id``: ``run_id, scenario, policy, base_policy, policy_name, seed,
         engine`` (``base_policy``: the policy a ``policy_grid`` variant was made from), the
         grid's columns, every flat metric of :func:`omnisim.metrics.log_metrics`,
-        ``log_path`` when ``log_dir`` is given, and ``error`` when a run failed.
+        ``log_path`` when ``log_dir`` is given, and ``error``, ``traceback`` when a run failed.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'record'")
@@ -390,12 +416,12 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
         stream = _iter_sequential(todo, log_dir)
     else:
         stream = _iter_dask(todo, scheduler, log_dir, n_workers, processes) if todo else iter(())
-    failed: list[tuple[SweepTask, BaseException]] = []
+    failed: list[tuple[SweepTask, _Failed]] = []
     try:
         with tqdm(total=len(tasks), initial=len(rows), unit="run", desc="sweep",
                   disable=not progress) as bar:
             for task, got in stream:
-                if isinstance(got, BaseException):
+                if isinstance(got, _Failed):
                     failed.append((task, got))
                     rows.append(_failed_row(task, got))
                 else:
@@ -411,7 +437,7 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     table = _results(rows)
     if failed and on_error == "raise":
         lines = [f"run {t.run_id} ({t.scenario_name}, {t.policy_label}, seed {t.seed}): "
-                 f"{type(e).__name__}: {e}" for t, e in failed[:5]]
+                 f"{type(f.exc).__name__}: {f.exc}" for t, f in failed[:5]]
         more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
         kept = f"; the {len(tasks) - len(failed)} finished runs are in {journal}" if book else ""
         raise SweepError(f"{len(failed)} of {len(tasks)} sweep runs failed: " + "; ".join(lines)

@@ -5,7 +5,7 @@ grid. Used by the ``sweep_results`` report (``notebooks/sweep_results.ipynb``).
 A results table is what :func:`omnisim.sweep.sweep` returns and ``omnisim sweep --out``
 writes: one row per run with ``run_id, scenario, policy, seed``, the grid's columns (named
 by their scenario key path, e.g. ``fatigue.half_life_h``), every flat metric, and ``error``
-for runs that failed.
+and ``traceback`` for runs that failed.
 """
 
 from __future__ import annotations

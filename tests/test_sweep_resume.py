@@ -5,6 +5,7 @@ table a fresh sweep gives."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -54,6 +55,7 @@ def test_a_failed_run_does_not_stop_the_sweep_and_the_error_carries_the_table(tm
     assert list(table["run_id"]) == [0, 1, 2, 3]
     assert table["error"].isna().tolist() == [True, True, False, False]
     assert table.loc[2, "error"].startswith("PolicyFileError:") and "policy.yaml" in table.loc[2, "error"]
+    assert "in run_task" in table.loc[2, "traceback"] and table.loc[:1, "traceback"].isna().all()
     assert table.loc[2:, "messages"].isna().all() and exc.value.exit_code == 1
     msg = str(exc.value)
     assert "2 of 4 sweep runs failed" in msg and "run 2 (default" in msg and "seed 1" in msg
@@ -61,12 +63,18 @@ def test_a_failed_run_does_not_stop_the_sweep_and_the_error_carries_the_table(tm
     pd.testing.assert_frame_equal(table.loc[:1, ok.columns].astype(ok.dtypes), ok)
 
 
-def test_failures_on_dask_workers_are_recorded(tmp_path):
+def test_failures_on_dask_workers_are_recorded_with_their_traceback_and_not_logged(tmp_path, caplog):
     missing = _policy_file(tmp_path, None)
-    table = sweep("default", ["blast", missing], 2, n_workers=2, processes=False,
-                  progress=False, on_error="record", **SMALL)
+    with caplog.at_level(logging.ERROR):
+        table = sweep("default", ["blast", missing], 2, n_workers=2, processes=False,
+                      progress=False, on_error="record", **SMALL)
     assert table["error"].notna().tolist() == [False, False, True, True]
     assert table.loc[:1, "messages"].gt(0).all()
+    # the worker's traceback is in the table, not printed by Dask as "Compute Failed"
+    assert table.loc[:1, "traceback"].isna().all()
+    tb = table.loc[2, "traceback"]
+    assert tb.startswith("Traceback") and "in run_task" in tb and "PolicyFileError" in tb
+    assert not [r for r in caplog.records if "Compute Failed" in r.getMessage()]
 
 
 def test_resume_runs_only_what_is_missing_and_equals_a_fresh_sweep(tmp_path, count_runs):
