@@ -47,6 +47,10 @@ def mean_sd_ci(values: Any, confidence: float = 0.95) -> tuple[float, float, flo
     """
     check_confidence(confidence)
     a = np.asarray(values, dtype="float64").ravel()
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise ValueError(f"values must be finite; values[{bad[0]}] is {float(a[bad[0]])!r} "
+                         f"({bad.size} non-finite value(s)); drop them first (mean_ci does)")
     n = a.size
     if n == 0:
         return (math.nan, math.nan, math.nan, math.nan)
@@ -76,12 +80,18 @@ def wilson_ci(successes: Any, trials: Any, confidence: float = 0.95):
     """Wilson score interval for a binomial proportion; vectorised over arrays.
 
     Returns ``(rate, low, high)`` (floats for scalar input, arrays otherwise); where
-    ``trials`` is 0 all three are NaN. ``low`` is exactly 0 when there is no success and
+    ``trials`` is 0 all three are NaN. ``successes`` outside ``[0, trials]`` is a ``ValueError``. ``low`` is exactly 0 when there is no success and
     ``high`` exactly 1 when every trial succeeded.
     """
     z = z_value(confidence)
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
+    bad = (k < 0) | (k > n)
+    if np.any(bad):
+        i = np.flatnonzero(np.broadcast_to(bad, np.broadcast(k, n).shape).ravel())[0]
+        kk, nn = (np.broadcast_to(v, bad.shape).ravel()[i] for v in (k, n))
+        raise ValueError(f"successes must be in [0, trials]; got {kk:g} successes in {nn:g} trials"
+                         + (f" at index {i}" if np.ndim(bad) else ""))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         denom = 1 + z**2 / n

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from omnisim.log import empty_log, validate
 from omnisim.policies import (
@@ -99,7 +100,7 @@ def test_week_start_is_local_monday_midnight():
 
 
 def test_unfitted_and_bad_parameters():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         BudgetPolicy().decide(make_context(MONDAY), np.random.default_rng(0))
     with pytest.raises(ValueError, match="weekly_budget: expected an integer >= 0"):
         BudgetPolicy(weekly_budget=-1).fit(empty_log(), USERS)

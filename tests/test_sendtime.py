@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from omnisim.log import empty_log, validate
 from omnisim.policies import (
@@ -143,7 +144,7 @@ def test_optimizer_rejects_bad_parameters(kwargs, match):
 def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="missing column 'timezone'"):
         SendTimeOptimizer().fit(empty_log(), pd.DataFrame({"user_id": ["u1"]}))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         SendTimeOptimizer().best_hour("u1", "email")
     m = SendTimeOptimizer().fit(empty_log(), NO_USERS)
     with pytest.raises(ValueError, match=r"explore: expected a share in \[0, 1\], got 1.5"):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from omnisim.policies.bandits import DEFAULT_COSTS
 from omnisim.policies.base import (
@@ -168,7 +169,7 @@ class BudgetPolicy(BaseEstimator):
     def scores(self, ctx: Context) -> list[tuple[float, datetime, str, int]]:
         """``(score, send time UTC, channel, local hour)`` of every candidate slot."""
         if not hasattr(self, "rate_"):
-            raise RuntimeError("BudgetPolicy is not fitted; call fit(log, users) first")
+            raise NotFittedError("BudgetPolicy is not fitted; call fit(log, users) first")
         costs = {**DEFAULT_COSTS, **(self.costs or {})}
         level = self._levels(ctx)
         end = min(ctx.now + timedelta(hours=self.max_delay_h),
@@ -218,7 +219,7 @@ class BudgetPolicy(BaseEstimator):
     def to_artifact(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(params, arrays)``: constructor parameters + ``channels_``; ``rate``, ``base_rate``."""
         if not hasattr(self, "rate_"):
-            raise RuntimeError("BudgetPolicy is not fitted; call fit(log, users) first")
+            raise NotFittedError("BudgetPolicy is not fitted; call fit(log, users) first")
         params = {**_jsonable(self.get_params()), "channels_": list(self.channels_),
                   "n_sends_": self.n_sends_}
         return params, {"rate": self.rate_.copy(), "base_rate": self.base_rate_.copy()}

@@ -86,12 +86,13 @@ class _Arrays:
                          self.q[rows, :, self.position])
 
 
-def _vector(name: str, x: Any, n: int | None) -> np.ndarray:
+def _vector(name: str, x: Any, n: int | None, ref: str = "reward has shape") -> np.ndarray:
+    """``x`` as a 1-d array of length ``n``; ``ref`` names what fixed ``n`` in the message."""
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise OPEInputError(f"{name} must be 1-dimensional of shape (n,), got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise OPEInputError(f"{name} has shape {arr.shape} but reward has shape ({n},); "
+        raise OPEInputError(f"{name} has shape {arr.shape} but {ref} ({n},); "
                             f"all per-round arrays must have the same length")
     return arr
 
@@ -201,6 +202,17 @@ class OffPolicyEstimator:
                                 f"(shape like action_dist); see fit_reward_model()")
         return v
 
+    def _checked_terms(self, v: _Arrays) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """:meth:`_terms`, refusing a self-normalisation by ``sum(den) == 0`` (undefined)."""
+        base, num, den = self._terms(v)
+        if den is not None and not den.sum() > 0:
+            raise OPEInputError(
+                f"{self.estimator_name}: the importance weights sum to {float(den.sum())!r} over "
+                f"{v.n} rounds: the evaluation policy gives probability 0 to every logged "
+                f"(action, slot), so a self-normalised estimate is undefined; expected some "
+                f"round with action_dist[i, action[i], position[i]] > 0")
+        return base, num, den
+
     def estimate_policy_value(
         self, *, reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any = None,
         estimated_rewards_by_reg_model: Any = None,
@@ -208,7 +220,7 @@ class OffPolicyEstimator:
         """Estimated value of the evaluation policy: mean reward per round (a rate for 0/1)."""
         v = self._checked(reward=reward, action=action, pscore=pscore, action_dist=action_dist,
                           position=position, estimated_rewards_by_reg_model=estimated_rewards_by_reg_model)
-        return _combine(*self._terms(v))
+        return _combine(*self._checked_terms(v))
 
     def estimate_interval(
         self, *, reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any = None,
@@ -225,7 +237,7 @@ class OffPolicyEstimator:
             raise OPEInputError(f"alpha must be in (0, 1), got {alpha!r}")
         v = self._checked(reward=reward, action=action, pscore=pscore, action_dist=action_dist,
                           position=position, estimated_rewards_by_reg_model=estimated_rewards_by_reg_model)
-        base, num, den = self._terms(v)
+        base, num, den = self._checked_terms(v)
         value = _combine(base, num, den)
         if method == "normal":
             low, high = _normal_interval(base, num, den, v.n, alpha)
@@ -452,10 +464,13 @@ def fit_reward_model(
     if x.ndim == 1:
         x = x[:, None]
     n = x.shape[0]
-    a = _integers("action", _vector("action", action, n), n_actions, "n_actions")
-    r = _vector("reward", reward, n).astype(float)
+    rows = "context has rows"
+    a = _integers("action", _vector("action", action, n, rows), n_actions, "n_actions")
+    r = _vector("reward", reward, n, rows).astype(float)
+    if not np.all(np.isfinite(r)):
+        raise OPEInputError(f"reward has a non-finite value at row {np.flatnonzero(~np.isfinite(r))[0]}")
     k = (np.zeros(n, dtype=np.int64) if position is None
-         else _integers("position", _vector("position", position, n), len_list, "len_list"))
+         else _integers("position", _vector("position", position, n, rows), len_list, "len_list"))
     if n_folds < 2:
         raise OPEInputError(f"n_folds must be >= 2 (cross-fitting), got {n_folds}")
     act = np.eye(n_actions) if action_context is None else np.asarray(action_context, dtype=float)

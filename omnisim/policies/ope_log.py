@@ -10,8 +10,9 @@ builds them from a log (pure functions over DataFrames, no I/O):
 
    ``open`` / ``click``
        1 if the message the decision produced was opened / clicked (the decision's
-       ``message_id``, else the first ``sent`` row of the same user, channel and campaign
-       at or after the decision); 0 for ``none`` decisions.
+       ``message_id``, else its ``sent`` row: the same user, channel and campaign's
+       decisions and ``sent`` / ``suppressed`` rows matched first in, first out, so a
+       suppressed decision has no message); 0 for ``none`` decisions.
    ``visit`` / ``purchase``
        1 if the user visited / purchased strictly after the decision, the decision being
        the user's latest one before that event (last touch).
@@ -40,6 +41,7 @@ estimate is the evaluation policy's mean reward *per decision* on the logged con
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Literal, Sequence
@@ -138,11 +140,21 @@ class FixedAction:
 # --------------------------------------------------------------------------- rewards
 
 
+def _check_unique_index(log: pd.DataFrame) -> None:
+    """Refuse a log whose index repeats a label: rows are matched by index label."""
+    dup = log.index.duplicated()
+    if dup.any():
+        raise OPELogError(f"log: index label {log.index[np.flatnonzero(dup)[0]]} appears more than once "
+                          f"({int(dup.sum())} repeated label(s), e.g. from pd.concat of several logs); "
+                          f"expected a unique index: pass log.reset_index(drop=True)")
+
+
 def _decided(log: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("ts", "user_id", "event", "action", "propensity") if c not in log.columns]
     if missing:
         raise OPELogError(f"log: missing column(s) {missing}; off-policy evaluation needs an engagement "
                           f"log with decided rows carrying action and propensity")
+    _check_unique_index(log)
     dec = log.loc[(log["event"] == "decided") & log["action"].notna()].copy()
     if dec.empty:
         raise OPELogError("log: no 'decided' rows with an action; off-policy evaluation needs the "
@@ -162,20 +174,45 @@ def _decided(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def _link_messages(log: pd.DataFrame, dec: pd.DataFrame, window: pd.Timedelta) -> pd.Series:
-    """message_id of each decision's send: its own, else the first matching ``sent`` row."""
+    """message_id of each decision's send: its own, else matched by user, channel and campaign.
+
+    A message decision without its own id ends in a ``sent`` or a ``suppressed`` row of the
+    same user, channel and campaign (``deferred`` rows come in between). Per such key,
+    decisions are matched first in, first out with those end rows within ``window`` after
+    them; a decision that ends ``suppressed`` has no message, so it never takes the send of
+    a later decision (e.g. one admitted once a cap had cleared).
+    """
     own = dec["message_id"].astype("string")
-    sent = log.loc[log["event"] == "sent", ["ts", "user_id", "channel", "campaign", "message_id"]]
     todo = own.isna() & (dec["action"] != NO_ACTION)
-    if sent.empty or not todo.any():
+    ev = log["event"].astype(str)
+    ends = log.loc[(ev == "sent") | ((ev == "suppressed") & log["channel"].astype(str).isin(CHANNELS)),
+                   ["ts", "user_id", "event", "channel", "campaign", "message_id"]]
+    ends = ends.loc[~ends["message_id"].astype("string").isin(own.dropna())]  # sends owned already
+    if not (ends["event"] == "sent").any() or not todo.any():
         return own
     key = lambda d: d["user_id"].astype(str) + "|" + d["channel"].astype(str) + "|" + d["campaign"].astype("string").fillna("")  # noqa: E731
-    left = pd.DataFrame({"ts": dec.loc[todo, "ts"], "k": key(dec.loc[todo]), "_row": dec.loc[todo, "_row"]})
-    right = pd.DataFrame({"ts": sent["ts"], "k": key(sent), "mid": sent["message_id"].astype("string")})
-    m = pd.merge_asof(left.sort_values("ts", kind="stable"), right.sort_values("ts", kind="stable"),
-                      on="ts", by="k", direction="forward", tolerance=window)
-    m.loc[m["mid"].duplicated() & m["mid"].notna(), "mid"] = pd.NA  # one send, one decision
+    left = pd.DataFrame({"ts": dec.loc[todo, "ts"], "k": key(dec.loc[todo]), "is_end": 0, "end": 0,
+                         "row": dec.loc[todo, "_row"], "mid": pd.NA})
+    right = pd.DataFrame({"ts": ends["ts"], "k": key(ends), "is_end": 1,
+                          "end": np.where(ends["event"] == "sent", 2, 1),   # 2 sent, 1 suppressed
+                          "row": None, "mid": ends["message_id"].astype("string")})
+    # in time order, decisions first at a tie, end rows of one instant in log order
+    both = pd.concat([left, right]).sort_values(["ts", "is_end"], kind="stable")
+    pending: dict[str, deque[tuple[pd.Timestamp, Any]]] = {}
+    linked: dict[Any, Any] = {}
+    for ts, k, end, row, mid in both[["ts", "k", "end", "row", "mid"]].itertuples(index=False, name=None):
+        queue = pending.setdefault(k, deque())
+        if end == 0:
+            queue.append((ts, row))
+            continue
+        while queue and ts - queue[0][0] > window:   # ended nowhere within the window
+            queue.popleft()
+        if queue:
+            _, first = queue.popleft()
+            if end == 2:
+                linked[first] = mid
     out = own.copy()
-    out.loc[todo] = m.set_index("_row")["mid"].reindex(dec.loc[todo, "_row"]).to_numpy()
+    out.loc[todo] = pd.array([linked.get(r, pd.NA) for r in dec.loc[todo, "_row"]], dtype="string")
     return out
 
 
@@ -258,6 +295,7 @@ def log_contexts(log: pd.DataFrame, decisions: pd.DataFrame, users: pd.DataFrame
                  traits: Sequence[str] | None = None) -> list[Context]:
     """One :class:`Context` per row of ``decisions`` (rows of ``log``), rebuilt as the
     module docstring says. ``traits`` overrides the users-table columns used as traits."""
+    _check_unique_index(log)
     u = _user_frame(users)
     if u is not None:
         unknown = sorted(set(decisions["user_id"].astype(str)) - set(u.index))

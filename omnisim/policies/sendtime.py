@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from omnisim.policies.base import CHANNELS, Context, Decision, Policy, next_local_hour
 
@@ -201,7 +202,7 @@ class SendTimeOptimizer(BaseEstimator):
     # --------------------------------------------------------------------- estimates
     def _check_fitted(self) -> None:
         if not hasattr(self, "pop_k_"):
-            raise RuntimeError("SendTimeOptimizer is not fitted; call fit(log, users) first")
+            raise NotFittedError("SendTimeOptimizer is not fitted; call fit(log, users) first")
 
     def _user_row(self, user_id: str) -> int | None:
         index: dict[str, int] | None = getattr(self, "_index", None)

@@ -22,7 +22,9 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
+from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.utils.validation import check_is_fitted
 
 from omnisim.errors import OmnisimError
 from omnisim.policies.base import CHANNELS, NO_ACTION, Context, Decision, no_message
@@ -74,6 +76,7 @@ class TraitEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """``(n, n_features)`` float array."""
+        _check_fitted(self, "columns_", "fit(X)")
         blocks = []
         for c in self.columns_:
             if c not in X.columns:
@@ -87,6 +90,7 @@ class TraitEncoder(TransformerMixin, BaseEstimator):
 
     def transform_one(self, traits: Mapping[str, Any]) -> np.ndarray:
         """One user's traits (e.g. ``Context.traits``) as a ``(1, n_features)`` array; no pandas."""
+        _check_fitted(self, "columns_", "fit(X)")
         row: list[float] = []
         for c in self.columns_:
             if c not in traits:
@@ -106,6 +110,23 @@ class TraitEncoder(TransformerMixin, BaseEstimator):
 
 
 # --------------------------------------------------------------------------- learners
+
+
+def _check_fitted(est: BaseEstimator, attribute: str, fit_call: str) -> None:
+    """Raise scikit-learn's ``NotFittedError`` (naming ``fit_call``) unless ``attribute`` is set."""
+    check_is_fitted(est, attribute, msg=f"This %(name)s instance is not fitted yet; call "
+                                        f"{fit_call} before using it.")
+
+
+def _group_model(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    """``model`` cloned and fitted on one group; a classifier on a group whose outcome has a
+    single value (e.g. no conversion at all) becomes the constant predictor of that value."""
+    if is_classifier(model):
+        values = np.unique(y)
+        if len(values) == 1:
+            return DummyRegressor(strategy="constant", constant=float(values[0])).fit(X, y)
+        return clone(model).fit(X, y.astype(int))
+    return clone(model).fit(X, y)
 
 
 def _predict_outcome(model: Any, X: np.ndarray) -> np.ndarray:
@@ -146,7 +167,8 @@ class TLearner(BaseEstimator):
         The control label in ``treatment`` (default ``"none"``, omnisim's no-message action).
 
     Learned: ``treatments_`` (treatment labels, sorted, control excluded) and ``models_``
-    (``{label: fitted model}``, control included).
+    (``{label: fitted model}``, control included). With a classifier, a group whose outcome
+    takes one value only (e.g. nobody converted) gets a constant model predicting that value.
     """
 
     def __init__(self, model: Any, control: Hashable = NO_ACTION):
@@ -159,12 +181,12 @@ class TLearner(BaseEstimator):
         self.models_ = {}
         for lab in (self.control, *self.treatments_):
             rows = t == lab
-            target = y[rows].astype(int) if is_classifier(self.model) else y[rows]
-            self.models_[lab] = clone(self.model).fit(X[rows], target)
+            self.models_[lab] = _group_model(self.model, X[rows], y[rows])
         return self
 
     def predict_outcomes(self, X: Any) -> np.ndarray:
         """``(n, 1 + n_treatments)`` expected outcomes: control first, then ``treatments_``."""
+        _check_fitted(self, "models_", "fit(X, treatment, y)")
         X = np.asarray(X, dtype=float)
         return np.column_stack([_predict_outcome(self.models_[lab], X)
                                 for lab in (self.control, *self.treatments_)])
@@ -236,6 +258,7 @@ class XLearner(BaseEstimator):
 
     def predict_uplift(self, X: Any) -> np.ndarray:
         """``(n, n_treatments)`` uplift of each treatment in ``treatments_`` over the control."""
+        _check_fitted(self, "effect_models_", "fit(X, treatment, y)")
         X = np.asarray(X, dtype=float)
         out = np.empty((len(X), len(self.treatments_)))
         for j, lab in enumerate(self.treatments_):
@@ -273,6 +296,11 @@ def qini_curve(uplift: Any, treatment: Any, outcome: Any) -> tuple[np.ndarray, n
     if not (s.ndim == 1 and s.shape == w.shape == y.shape):
         raise ValueError(f"uplift, treatment and outcome must have one shape (n,); got "
                          f"{s.shape}, {w.shape}, {y.shape}")
+    for name, v in (("uplift", s), ("outcome", y)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise ValueError(f"{name} must be finite; row {bad[0]} is {float(v[bad[0]])!r} "
+                             f"({bad.size} non-finite row(s))")
     if not set(np.unique(w).tolist()) <= {0, 1, True, False}:
         raise ValueError(f"treatment must be 0/1 (control/treated); got values {np.unique(w)[:5]}; "
                          f"for several treatments, keep control rows and one treatment's rows")
@@ -388,6 +416,7 @@ class UpliftPolicy(BaseEstimator):
     def action_dist(self, X: pd.DataFrame) -> np.ndarray:
         """``(n, 1 + n_actions, 1)`` probabilities over ``[none, *actions]`` (every channel
         reachable): the ``action_dist`` to evaluate this policy off-policy."""
+        _check_fitted(self, "threshold_", "fit(X, treatment, y)")
         greedy = self._greedy(self.model_.predict_uplift(self.encoder_.transform(X)))
         k = len(self.actions) + 1
         dist = np.full((len(greedy), k), self.epsilon / k)
@@ -399,6 +428,7 @@ class UpliftPolicy(BaseEstimator):
         kind = ctx.trigger.kind
         if self.triggers is not None and kind not in self.triggers:
             return []
+        _check_fitted(self, "threshold_", "fit(X, treatment, y)")
         uplift = self.model_.predict_uplift(self.encoder_.transform_one(ctx.traits))[0]
         chans = self._channels()
         allowed = [j for j, ch in enumerate(chans) if ctx.can_message(ch)]
