@@ -168,9 +168,13 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         if good:
             statuses = service.ingest([e for _, e in good])
             for (i, e), status in zip(good, statuses):
-                if status == "unknown_user":
-                    error = f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}"
-                    results[i].update(status="rejected", error=error, code=404)
+                if status in ("unknown_user", "unknown_message"):
+                    error, code = (
+                        (f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}", 404)
+                        if status == "unknown_user" else
+                        (f"message_id: no message was sent as {e.message_id!r}, so the {e.type!r} "
+                         "callback's channel is unknown; give the channel (email, sms or push)", 422))
+                    results[i].update(status="rejected", error=error, code=code)
                     store.quarantine(error, items[i], now)
                     status = "rejected"
                 else:

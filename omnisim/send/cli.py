@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +62,7 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
     from omnisim.send.store import Store
     from omnisim.send.worker import Worker, WorkerConfig
 
+    tol = _late_tolerance(late_tolerance_h)
     store = Store.open(db)
     if policy_path is not None:
         policy = LoadedPolicy.from_file(policy_path)
@@ -70,7 +72,6 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
             raise OmnisimError("no --policy given and the store has none recorded; start "
                                "`omnisim send serve --policy ARTIFACT` first or pass --policy")
         policy = LoadedPolicy.from_text(doc)
-    tol = None if late_tolerance_h.strip().lower() == "inf" else timedelta(hours=float(late_tolerance_h))
     service = DecisionService(store, policy, parse_clock(clock), seed=seed, late_tolerance=tol,
                               fallback=parse_fallback(list(fallback)))
     if policy_path is not None and store.setting("policy_sha256") != policy.sha256:
@@ -83,6 +84,20 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
                                                    for ch in ("email", "sms", "push")}},
                                      sent_keys=store)
     return service, Worker(service, pset, WorkerConfig(lease_s=lease_s))
+
+
+def _late_tolerance(text: str) -> timedelta | None:
+    """``--late-tolerance-h``: hours >= 0, or ``inf`` (None: always at the trigger's time)."""
+    from omnisim.errors import OmnisimError
+
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if math.isnan(hours) or hours < 0:
+        raise OmnisimError(f"--late-tolerance-h {text!r}: expected a number of hours >= 0, "
+                           "or 'inf'")
+    return None if math.isinf(hours) else timedelta(hours=hours)
 
 
 @send.command("serve")

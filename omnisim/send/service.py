@@ -251,8 +251,10 @@ class DecisionService:
 
     # -- entry points ----------------------------------------------------------------------
     def ingest(self, events: Sequence[Event]) -> list[str]:
-        """Process events atomically (one transaction); per event ``accepted``, ``duplicate``
-        or ``unknown_user``.
+        """Process events atomically (one transaction); per event ``accepted``, ``duplicate``,
+        ``unknown_user`` or ``unknown_message`` (a callback without a message channel whose
+        ``message_id`` names no sent message: its channel is unknown, so an ``unsubscribed``
+        could not withdraw consent; not recorded).
 
         Users are locked in sorted order (no deadlocks between concurrent requests); each
         user's events run in ``ts`` order.
@@ -274,6 +276,9 @@ class DecisionService:
                 for i in sorted(by_user[user_id], key=lambda i: (events[i].ts, i)):
                     e = events[i]
                     t0 = time.perf_counter()
+                    if not self._channel_known(e, state):
+                        out[i] = "unknown_message"
+                        continue
                     if not self.store.insert_event(e.key, e.user_id, e.type, e.ts, _event_body(e), received):
                         out[i] = "duplicate"
                         continue
@@ -286,6 +291,15 @@ class DecisionService:
                 if state is not None:
                     self._save(state)
         return out
+
+    def _channel_known(self, e: Event, s: _UserState | None) -> bool:
+        """False for a callback naming no message channel whose message was never sent
+        (``s``: the user's state, whose unwritten rows may hold the message's ``sent``)."""
+        if e.type not in CALLBACK_EVENTS or e.channel in MESSAGE_CHANNELS or e.message_id is None:
+            return True
+        if s is not None:
+            self._flush(s)
+        return self.store.message_row(e.message_id) is not None
 
     def run_due(self, limit: int = 100) -> int:
         """Run timers due by the clock's now for up to ``limit`` users; returns jobs run.

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS log (
   propensity DOUBLE PRECISION, value DOUBLE PRECISION, reason TEXT, tag TEXT, trigger_id TEXT,
   artifact TEXT, response TEXT, step TEXT);
 CREATE INDEX IF NOT EXISTS log_user ON log (user_id, ts_us);
+CREATE INDEX IF NOT EXISTS log_message ON log (message_id);
 CREATE TABLE IF NOT EXISTS outbox (
   message_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, channel TEXT NOT NULL,
   state TEXT NOT NULL, due_us BIGINT NOT NULL, lease_us BIGINT NOT NULL DEFAULT 0,
@@ -164,8 +165,12 @@ class Store:
     # -- connections ---------------------------------------------------------------------
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> "Store":
-        """Connect to ``url`` and create the tables if missing."""
+        """Connect to ``url`` and create the tables if missing (``create``); without
+        ``create`` a SQLite file must exist (it is not made empty)."""
         store = cls(DbUrl.parse(url))
+        if not create and store.url.kind == "sqlite" and not Path(store.url.target).is_file():
+            raise StoreError(f"--db {url!r}: no such file {store.url.target} (expected the "
+                             "store of `omnisim send serve`)")
         if create:
             store.create()
         return store
@@ -456,9 +461,13 @@ class Store:
 
     # -- quarantine ------------------------------------------------------------------------
     def quarantine(self, reason: str, item: Any, now: datetime) -> None:
-        text = item if isinstance(item, str) else _dumps(item)
+        """Keep ``item`` (a parsed JSON value, or a body's text) whole, with ``reason``.
+
+        A NUL in a text body is kept as the JSON escape ``\\u0000`` (PostgreSQL text cannot
+        hold NUL); parsed items are JSON, which escapes it anyway."""
+        text = item.replace("\x00", "\\u0000") if isinstance(item, str) else _dumps(item)
         self.execute("INSERT INTO quarantine (received_us, reason, item) VALUES (?, ?, ?)",
-                     (to_us(now), reason, text[:65_536]))
+                     (to_us(now), reason.replace("\x00", "\\u0000"), text))
 
     def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         return self.query("SELECT reason, item FROM quarantine ORDER BY id DESC LIMIT ?", (limit,))

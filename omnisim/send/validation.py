@@ -13,6 +13,8 @@ CHANNELS = ("email", "sms", "push", "web", "none")
 MAX_ID_CHARS = 200
 #: How far ahead of the clock an event's ts may be (clock skew), seconds.
 MAX_FUTURE_S = 300
+#: The earliest ts accepted (the store counts µs from it; earlier is a client bug).
+MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: JSON schema of one event, for the OpenAPI document.
 EVENT_SCHEMA: dict[str, Any] = {
@@ -46,8 +48,9 @@ def parse_event(item: Any, now: datetime) -> Event | str:
             return f"missing required field {name!r}"
     for name in ("key", "user_id"):
         v = item[name]
-        if not isinstance(v, str) or not v.strip() or len(v) > MAX_ID_CHARS:
-            return f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters, got {v!r}"
+        if not isinstance(v, str) or not v.strip() or len(v) > MAX_ID_CHARS or "\x00" in v:
+            return (f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters "
+                    f"without NUL, got {v!r}")
     kind = item["type"]
     if kind not in EVENT_TYPES:
         return f"type: unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}"
@@ -61,17 +64,20 @@ def parse_event(item: Any, now: datetime) -> Event | str:
     if channel is not None and channel not in CHANNELS:
         return f"channel: unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}"
     mid = item.get("message_id")
-    if mid is not None and (not isinstance(mid, str) or not mid):
-        return f"message_id: expected a non-empty string, got {mid!r}"
+    if mid is not None and (not isinstance(mid, str) or not mid or "\x00" in mid):
+        return f"message_id: expected a non-empty string without NUL, got {mid!r}"
     if kind in CALLBACK_EVENTS and mid is None and channel in (None, "web", "none"):
         return f"type {kind!r} is a message callback: give message_id (or the channel)"
     value = item.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value < 0):
-        return f"value: expected a finite number >= 0, got {value!r}"
+                              or not _finite(value) or value < 0):
+        return f"value: expected a finite number >= 0, got {_short(value)}"
     props = item.get("properties", {})
     if not isinstance(props, dict):
         return f"properties: expected a JSON object, got {type(props).__name__}"
+    campaign = props.get("campaign")  # a callback's campaign when its message is unknown
+    if campaign is not None and (not isinstance(campaign, str) or "\x00" in campaign):
+        return f"properties.campaign: expected a string without NUL, got {_short(campaign)}"
     return Event(item["key"], item["user_id"], kind, ts, channel, mid,
                  float(value) if value is not None else None, props)
 
@@ -85,4 +91,24 @@ def _parse_ts(raw: Any) -> datetime | str:
         return f"ts: {raw!r} is not a timestamp; expected ISO 8601, e.g. '2024-03-01T09:30:00Z'"
     if ts.tzinfo is None:
         return f"ts: {raw!r} has no timezone; add Z or an offset, e.g. '2024-03-01T09:30:00Z'"
-    return ts.astimezone(timezone.utc)
+    try:
+        ts = ts.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 shifted out of range by its offset
+        return f"ts: {raw!r} is out of range in UTC; expected a time after {MIN_TS.isoformat()}"
+    if ts < MIN_TS:
+        return f"ts: {raw!r} is before {MIN_TS.isoformat()}; expected a real event time"
+    return ts
+
+
+def _finite(value: int | float) -> bool:
+    """True for a finite number, False for inf/nan and integers too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -2,7 +2,9 @@
 
 One :meth:`Worker.step` runs due timers (:meth:`DecisionService.run_due`), then claims a
 batch of queued outbox rows and delivers each through the providers. Claiming sets a
-lease (wall-clock seconds, independent of the sender's clock): a worker killed mid-delivery
+lease (wall-clock seconds, independent of the sender's clock), restarted for each row just
+before it is delivered (a row whose lease ran out while it waited its turn, and that
+another worker claimed meanwhile, is left to that worker): a worker killed mid-delivery
 leaves its rows ``sending``; when the lease runs out another worker claims them again and
 delivers with the **same** idempotency key (the message id), which the providers dedup
 through the store's ``sent_keys``. A row claimed more than ``max_claims`` times is
@@ -70,10 +72,25 @@ class Worker:
                 (lease_us, now_us, self.config.batch))
         return [(r[0], r[1], int(r[2])) for r in rows]
 
+    def renew(self, message_id: str, claims: int) -> bool:
+        """Restart the lease of a claimed row just before delivering it: the claim's lease
+        kept running while the batch's earlier rows were delivered. False when another
+        worker has re-claimed the row since (its claim count moved on): that worker
+        delivers it, this one must not."""
+        lease_us = int((time.time() + self.config.lease_s) * 1e6)
+        cur = self.store.execute("UPDATE outbox SET lease_us = ? WHERE message_id = ? AND "
+                                 "state = 'sending' AND attempts = ?", (lease_us, message_id, claims))
+        return cur.rowcount == 1
+
     def deliver_claimed(self) -> int:
-        """Deliver one claimed batch; returns how many rows were settled."""
+        """Deliver one claimed batch; returns how many rows were settled (or taken over by
+        another worker while waiting their turn)."""
         rows = self.claim()
         for message_id, body, claims in rows:
+            if not self.renew(message_id, claims):
+                log.warning("outbox %s was re-claimed by another worker while waiting in this "
+                            "worker's batch (lease %g s); skipped", message_id, self.config.lease_s)
+                continue
             data = json.loads(body)
             extra = {k: data.pop(k) for k in ("fallback", "decision") if k in data}
             data["extra"] = extra
@@ -81,11 +98,21 @@ class Worker:
                 result = DeliveryResult("failed", None, 0, None, "",
                                         f"claimed {claims - 1} times without settling "
                                         "(worker crashes?); dead-lettered")
+            elif not self._consented(data["user_id"], data["channel"]):
+                result = DeliveryResult("failed", None, 0, None, "",
+                                        f"no {data['channel']} consent any more (withdrawn, or the "
+                                        "user erased, after the message was queued); not sent")
             else:
                 msg = {k: v for k, v in data.items() if k != "extra"}
                 result = self.deliverer.deliver(OutboundMessage(**msg))
             self._settle(message_id, data, result)
         return len(rows)
+
+    def _consented(self, user_id: str, channel: str) -> bool:
+        """Does the user still consent to ``channel``? Checked just before delivery: an
+        ``unsubscribed`` event or a profile update may have withdrawn it since admission."""
+        row = self.store.one("SELECT consent FROM users WHERE user_id = ?", (user_id,))
+        return row is not None and bool(json.loads(row[0]).get(channel))
 
     def _settle(self, message_id: str, data: dict[str, Any], r: DeliveryResult) -> None:
         response = json.dumps({"status": r.status, "provider": r.provider, "attempts": r.attempts,

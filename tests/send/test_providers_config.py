@@ -127,3 +127,6 @@ def test_yaml_errors_name_the_file(tmp_path):
         ProviderSet.from_yaml(bad)
     with pytest.raises(ProviderConfigError, match=r"missing\.yaml: cannot read"):
         ProviderSet.from_yaml(tmp_path / "missing.yaml")
+    bad.write_text("")  # used to say "p.yaml:: expected a mapping"
+    with pytest.raises(ProviderConfigError, match=r"p\.yaml: expected a mapping, got NoneType"):
+        ProviderSet.from_yaml(bad)

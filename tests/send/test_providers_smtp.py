@@ -193,3 +193,40 @@ def test_implicit_tls(cert):
         assert box.parsed()[IDEMPOTENCY_HEADER] == "k2"
     finally:
         ctl.stop()
+
+
+class _RefuseDataCommand(Controller):
+    """An aiosmtpd server that answers the DATA command itself (before any content) with
+    ``reply``, as servers do for policy rejections (554) or overload (451)."""
+
+    def __init__(self, handler: Mailbox, reply: str, **kw: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=free_port(), **kw)
+        self.reply = reply
+
+    def factory(self):
+        from aiosmtpd.smtp import SMTP, syntax
+
+        reply = self.reply
+
+        class Server(SMTP):
+            @syntax("DATA")
+            async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd API
+                await self.push(reply)
+
+        return Server(self.handler, **self.SMTP_kwargs)
+
+
+@pytest.mark.parametrize("reply, status, attempts, permanent", [
+    ("554 5.7.1 rejected by content policy", "failed", 1, True),  # used to be retried
+    ("451 4.3.0 try again later", "failed", 2, False),
+])
+def test_refusal_of_the_data_command_is_classified_by_its_code(reply, status, attempts, permanent):
+    ctl = _RefuseDataCommand(Mailbox(), reply)
+    ctl.start()
+    try:
+        ft = FakeTime()
+        res = pset(smtp(ctl.port), ft=ft).deliver(mail())
+    finally:
+        ctl.stop()
+    assert (res.status, res.attempts, res.permanent) == (status, attempts, permanent)
+    assert f"SMTP DATA refused: {reply}" in res.error

@@ -65,6 +65,18 @@ def test_single_event_accepted_then_duplicate(client):
     (event(value=-3), 422, "value: expected a finite number >= 0"),
     (event(colour="red"), 422, "unknown field(s) 'colour'"),
     (event(kind="opened"), 422, "give message_id"),
+    # used to answer 500 and lose the event (not quarantined)
+    (event(ts="0001-01-01T00:00:00+01:00"), 422, "is out of range in UTC"),
+    (event(ts="9999-12-31T23:30:00-01:00"), 422, "is out of range in UTC"),
+    (event(ts="1969-12-31T23:59:59Z"), 422, "is before 1970-01-01"),
+    (event(kind="purchase", value=10 ** 400), 422, "value: expected a finite number >= 0"),
+    (event(kind="opened", channel="email", properties={"campaign": {"a": 1}}), 422,
+     "properties.campaign: expected a string"),
+    # NUL cannot be stored in PostgreSQL text (500 there)
+    (event(key="k\x00"), 422, "key: expected a non-empty string of at most 200 characters without NUL"),
+    (event(kind="opened", message_id="m\x00"), 422, "message_id: expected a non-empty string without NUL"),
+    # an unknown message id says no channel: an unsubscribe could not withdraw consent
+    (event(kind="unsubscribed", message_id="u1-m99"), 422, "no message was sent as 'u1-m99'"),
 ])
 def test_bad_single_event_is_a_precise_4xx_and_quarantined(client, item, code, words):
     r = client.post("/events", json=item, headers=H)
@@ -96,6 +108,40 @@ def test_malformed_and_oversized_bodies(client):
     r = client.post("/events", json=[event(str(i)) for i in range(51)], headers=H)
     assert r.status_code == 413 and "batch of 51" in r.json()["detail"]
     assert client.post("/events", json=[], headers=H).status_code == 422
+
+
+def test_far_past_ts_with_no_late_tolerance_is_rejected_not_a_500(client):
+    client.service.late_tolerance = None  # --late-tolerance-h inf: decided at its own time
+    r = client.post("/events", json=event(ts="0001-01-02T00:00:00Z"), headers=H)
+    assert r.status_code == 422 and "is before 1970-01-01" in r.json()["error"]
+
+
+def test_unsubscribe_for_an_unknown_message_is_quarantined_and_a_known_one_withdraws(client):
+    store = client.service.store
+    r = client.post("/events", json=event("u", kind="unsubscribed", message_id="nope"), headers=H)
+    assert r.status_code == 422 and "give the channel" in r.json()["error"]
+    assert "nope" in store.quarantined()[0][1]
+    assert json.loads(store.one("SELECT consent FROM users")[0])["email"] is True
+    assert store.one("SELECT COUNT(*) FROM events WHERE idem_key = 'u'")[0] == 0  # retry may pass
+    client.post("/events", json=event("pv"), headers=H)  # sends u1-m1 by email
+    r = client.post("/events", json=event("u", kind="unsubscribed", message_id="u1-m1",
+                                          ts="2026-03-02T10:01:00Z"), headers=H)
+    assert r.status_code == 202, r.text
+    assert json.loads(store.one("SELECT consent FROM users")[0])["email"] is False
+    r = client.post("/events", json=event("u2", kind="unsubscribed", message_id="nope",
+                                          channel="sms", ts="2026-03-02T10:02:00Z"), headers=H)
+    assert r.status_code == 202, r.text  # the channel is given: no message needed
+
+
+def test_a_large_malformed_body_is_quarantined_whole(tmp_path, artifact_path, monkeypatch):
+    monkeypatch.setenv("OMNISIM_SEND_API_KEY", API_KEY)
+    svc = make_service(f"sqlite:///{tmp_path / 'q.db'}", artifact_path)
+    c = TestClient(create_app(svc))
+    body = '[{"key": "a", "properties": {"x": "' + "y" * 200_000 + '"}}, {"key": "b",\x00'
+    r = c.post("/events", content=body.encode(), headers={**H, "content-type": "application/json"})
+    assert r.status_code == 400
+    kept = svc.store.quarantined()[0][1]
+    assert len(kept) == len(body) + 5 and kept.endswith('"b",\\u0000')  # used to be cut at 64 KiB
 
 
 def test_user_validation_timeline_and_erasure(client):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from sender_support import add_user, artifact_path, at, ev, make_service  # noqa: F401
 
@@ -76,4 +77,27 @@ def test_worker_drain_accepts_fallback(tmp_path, artifact_path):
     db = f"sqlite:///{tmp_path / 'g.db'}"
     r = CliRunner().invoke(main, ["send", "worker", "--drain", "--policy", str(artifact_path),
                                   "--db", db, "--fallback", "push=email,sms"])
+    assert r.exit_code == 0, r.output
+
+
+def test_export_of_a_missing_store_is_a_clear_error_and_creates_nothing(tmp_path):
+    missing = tmp_path / "missing.db"
+    r = CliRunner().invoke(main, ["send", "export-log", "--db", f"sqlite:///{missing}",
+                                  "--out", str(tmp_path / "l.csv")])
+    assert r.exit_code == 2, r.output  # used to be a traceback (no such table: log)
+    assert f"no such file {missing}" in r.output and not missing.exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_bad_late_tolerance_is_a_clear_error(tmp_path, artifact_path, value):
+    r = CliRunner().invoke(main, ["send", "worker", "--drain", "--policy", str(artifact_path),
+                                  "--db", f"sqlite:///{tmp_path / 'f.db'}", "--late-tolerance-h", value])
+    assert r.exit_code == 2, r.output  # used to be a ValueError traceback, or accepted (-1)
+    assert f"--late-tolerance-h {value!r}: expected a number of hours >= 0, or 'inf'" in r.output
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "0.5"])
+def test_late_tolerance_accepts_hours_and_inf(tmp_path, artifact_path, value):
+    r = CliRunner().invoke(main, ["send", "worker", "--drain", "--policy", str(artifact_path),
+                                  "--db", f"sqlite:///{tmp_path / 'f.db'}", "--late-tolerance-h", value])
     assert r.exit_code == 0, r.output

@@ -61,3 +61,28 @@ def test_a_store_from_before_the_step_column_gains_it(store_url, artifact_path):
     rows = log_rows(svc.store)
     assert [r["step"] for r in rows if r["user_id"] == "u0"] == [None]
     assert {r["step"] for r in rows if r["event"] in ("decided", "sent")} == {"offer_email"}
+
+
+def test_message_lookups_use_an_index_also_in_a_store_from_before_it(store_url):
+    """Every settled delivery and every callback finds its ``sent`` row by message id: without
+    an index a full scan of the log (about 0.35 s per lookup at 1 M rows on SQLite, under the
+    writer's lock), so throughput fell as the log grew."""
+    old = Store.open(store_url)
+    with old.transaction():  # as a store created by the previous release
+        old.execute("DROP INDEX log_message")
+        old.set_setting("schema_version", "before-log-message-index")
+    old.close()
+    store = Store.open(store_url)
+    try:
+        if store.pg:
+            names = {r[0] for r in store.query("SELECT indexname FROM pg_indexes WHERE tablename = "
+                                               "'log' AND schemaname = current_schema()")}
+            assert "log_message" in names
+        else:
+            for sql in ("SELECT user_id, channel, campaign, tag, step FROM log WHERE message_id = ? "
+                        "AND event = 'sent'", "UPDATE log SET response = ? WHERE message_id = ? "
+                        "AND event = 'sent'"):
+                plan = " ".join(str(r) for r in store.query("EXPLAIN QUERY PLAN " + sql, ("x",) * sql.count("?")))
+                assert "USING INDEX log_message" in plan, plan
+    finally:
+        store.close()

@@ -160,6 +160,8 @@ _TYPE_CHANNELS = {"smtp": ("email",)}
 def parse_providers(data: Any, label: str = "", base_dir: Path = Path(".")) -> list[ProviderSpec]:
     """Check a providers document; ``label`` (the file name) prefixes every key path."""
     root = f"{label}:" if label else ""
+    if not isinstance(data, Mapping):  # e.g. an empty file
+        raise _spec.fail(E, label or "<top level>", "a mapping", data)
     doc = _spec.check_keys(data, {"version", "defaults", "channels"}, root, E)
     version = _spec.get(doc, "version", int, root, E, default=1)
     if version != 1:

@@ -122,7 +122,10 @@ class SmtpProvider:
         code, reply = smtp.rcpt(to)
         if code not in (250, 251):
             raise _Refused("RCPT TO", code, reply)
-        code, reply = smtp.data(em.as_bytes(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP))
+        try:
+            code, reply = smtp.data(em.as_bytes(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP))
+        except smtplib.SMTPDataError as exc:  # the DATA command itself refused (no 354)
+            raise _Refused("DATA", exc.smtp_code, exc.smtp_error) from None
         if code != 250:
             raise _Refused("DATA", code, reply)
         return f"{code} {reply.decode('utf-8', 'replace')}"
