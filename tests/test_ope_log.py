@@ -314,3 +314,26 @@ def test_pressure_wrapper_passes_exact_probabilities_through():
 
     with pytest.raises(NotImplementedError):
         with_pressure(EmailOnly()).action_probabilities(sample_contexts(1, seed=0)[0])
+
+
+def test_vectorised_send_linking_equals_the_row_by_row_walk():
+    """``_fifo_links`` pairs the i-th decision with the i-th end row per key and falls back
+    to the walk only for keys where that pairing breaks; both must give the same links."""
+    from omnisim.policies.ope_log import _fifo_links, _fifo_walk
+
+    t = lambda h: pd.Timestamp("2024-03-01", tz="UTC") + pd.Timedelta(hours=h)  # noqa: E731
+    # key 0: regular (decide, end) pairs, one suppressed; key 1: a decision that never ends
+    # within the window, then a pair; key 2: an end row before any decision
+    dec = [(0, 0.0, "d0"), (0, 5.0, "d1"), (0, 9.0, "d2"), (1, 0.0, "d3"), (1, 60.0, "d4"),
+           (2, 3.0, "d5")]
+    end = [(0, 1.0, 2, "m0"), (0, 6.0, 1, None), (0, 9.0, 2, "m2"), (1, 61.0, 2, "m4"),
+           (2, 1.0, 2, "x"), (2, 4.0, 2, "m5")]
+    left = pd.DataFrame({"ts": [t(h) for _, h, _ in dec], "k": [k for k, _, _ in dec], "is_end": 0,
+                         "end": 0, "row": [r for _, _, r in dec], "mid": pd.NA})
+    right = pd.DataFrame({"ts": [t(h) for _, h, _, _ in end], "k": [k for k, *_ in end], "is_end": 1,
+                          "end": [e for _, _, e, _ in end], "row": None,
+                          "mid": pd.array([m for *_, m in end], dtype="string")})
+    window = pd.Timedelta(hours=48)
+    walked = _fifo_walk(left, right, window)
+    assert walked == {"d0": "m0", "d2": "m2", "d4": "m4", "d5": "m5"}
+    assert _fifo_links(left, right, window) == walked

@@ -184,21 +184,56 @@ def _link_messages(log: pd.DataFrame, dec: pd.DataFrame, window: pd.Timedelta) -
     """
     own = dec["message_id"].astype("string")
     todo = own.isna() & (dec["action"] != NO_ACTION)
-    ev = log["event"].astype(str)
-    ends = log.loc[(ev == "sent") | ((ev == "suppressed") & log["channel"].astype(str).isin(CHANNELS)),
+    ev = log["event"]
+    ends = log.loc[(ev == "sent") | ((ev == "suppressed") & log["channel"].isin(CHANNELS)),
                    ["ts", "user_id", "event", "channel", "campaign", "message_id"]]
     ends = ends.loc[~ends["message_id"].astype("string").isin(own.dropna())]  # sends owned already
     if not (ends["event"] == "sent").any() or not todo.any():
         return own
-    key = lambda d: d["user_id"].astype(str) + "|" + d["channel"].astype(str) + "|" + d["campaign"].astype("string").fillna("")  # noqa: E731
-    left = pd.DataFrame({"ts": dec.loc[todo, "ts"], "k": key(dec.loc[todo]), "is_end": 0, "end": 0,
-                         "row": dec.loc[todo, "_row"], "mid": pd.NA})
-    right = pd.DataFrame({"ts": ends["ts"], "k": key(ends), "is_end": 1,
+    decs = dec.loc[todo]
+    cols = ["user_id", "channel", "campaign"]
+    both = pd.concat([decs[cols], ends[cols]]).astype(str)  # a missing campaign is one value
+    k = both.groupby(cols, sort=False).ngroup().to_numpy()
+    left = pd.DataFrame({"ts": decs["ts"].array, "k": k[: len(decs)], "is_end": 0, "end": 0,
+                         "row": decs["_row"].to_numpy(), "mid": pd.NA})
+    right = pd.DataFrame({"ts": ends["ts"].array, "k": k[len(decs):], "is_end": 1,
                           "end": np.where(ends["event"] == "sent", 2, 1),   # 2 sent, 1 suppressed
-                          "row": None, "mid": ends["message_id"].astype("string")})
-    # in time order, decisions first at a tie, end rows of one instant in log order
+                          "row": None, "mid": ends["message_id"].astype("string").to_numpy()})
+    linked = _fifo_links(left, right, window)
+    out = own.copy()
+    out.loc[todo] = pd.Series(linked, dtype="string").reindex(decs["_row"]).to_numpy()
+    return out
+
+
+def _fifo_links(left: pd.DataFrame, right: pd.DataFrame, window: pd.Timedelta) -> dict[Any, Any]:
+    """``{decision row: message id}``: per key ``k``, decisions (``left``) matched first in,
+    first out with end rows (``right``: ``end`` 2 sent, 1 suppressed) within ``window``.
+
+    Vectorised for the keys where the i-th end row follows the i-th decision within
+    ``window`` (then first in, first out is exactly that pairing: no decision expires); the
+    other keys go through :func:`_fifo_walk`."""
+    left = left.sort_values("ts", kind="stable")
+    right = right.sort_values("ts", kind="stable")
+    left = left.assign(rank=left.groupby("k", sort=False).cumcount())
+    right = right.assign(rank=right.groupby("k", sort=False).cumcount())
+    m = left[["k", "rank", "ts", "row"]].merge(
+        right[["k", "rank", "ts", "end", "mid"]], on=["k", "rank"], how="left", suffixes=("", "_end"))
+    paired = m["ts_end"].notna()
+    bad = paired & ((m["ts_end"] < m["ts"]) | (m["ts_end"] - m["ts"] > window))
+    bad_keys = set(m.loc[bad, "k"])
+    ok = paired & (m["end"] == 2) & ~m["k"].isin(bad_keys)
+    linked = dict(zip(m.loc[ok, "row"], m.loc[ok, "mid"]))
+    if bad_keys:
+        linked.update(_fifo_walk(left[left["k"].isin(bad_keys)], right[right["k"].isin(bad_keys)],
+                                 window))
+    return linked
+
+
+def _fifo_walk(left: pd.DataFrame, right: pd.DataFrame, window: pd.Timedelta) -> dict[Any, Any]:
+    """:func:`_fifo_links` one row at a time: in time order, decisions first at a tie, end
+    rows of one instant in log order; a decision with no end row within ``window`` expires."""
     both = pd.concat([left, right]).sort_values(["ts", "is_end"], kind="stable")
-    pending: dict[str, deque[tuple[pd.Timestamp, Any]]] = {}
+    pending: dict[Any, deque[tuple[pd.Timestamp, Any]]] = {}
     linked: dict[Any, Any] = {}
     for ts, k, end, row, mid in both[["ts", "k", "end", "row", "mid"]].itertuples(index=False, name=None):
         queue = pending.setdefault(k, deque())
@@ -211,9 +246,7 @@ def _link_messages(log: pd.DataFrame, dec: pd.DataFrame, window: pd.Timedelta) -
             _, first = queue.popleft()
             if end == 2:
                 linked[first] = mid
-    out = own.copy()
-    out.loc[todo] = pd.array([linked.get(r, pd.NA) for r in dec.loc[todo, "_row"]], dtype="string")
-    return out
+    return linked
 
 
 def _last_touch(log: pd.DataFrame, dec: pd.DataFrame, event: str, window: pd.Timedelta) -> pd.DataFrame:
