@@ -8,8 +8,8 @@ functions in :mod:`omnisim.report_tables` bring back one row per group, per buck
 off-policy evaluation, which needs them) per decision.
 
 :func:`check_log` validates a Parquet log *in SQL* (required columns, timestamps, the event
-and channel vocabularies, propensities in [0, 1], non-negative values, unique ``message_id``
-on ``sent`` rows) and raises :class:`omnisim.log.LogValidationError` with the same kind of
+and channel vocabularies, numbers in ``propensity`` / ``value``, propensities in [0, 1],
+non-negative values, unique ``message_id`` on ``sent`` rows) and raises :class:`omnisim.log.LogValidationError` with the same kind of
 message as :func:`omnisim.log.validate`; CSV logs go through :func:`omnisim.log.read_log`.
 
 :func:`data_summary` and :func:`data_quality` are the opening section of every report.
@@ -23,12 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from omnisim.log import (CHANNELS, COLUMNS, EVENTS, FLOAT_COLUMNS, REQUIRED_COLUMNS, LogValidationError,
                          read_log, validate)
 
-__all__ = ["LogSource", "MESSAGE_OUTCOMES", "check_log", "data_quality", "data_summary", "open_log"]
+__all__ = ["LogSource", "MESSAGE_OUTCOMES", "check_log", "check_timezones", "data_quality", "data_summary",
+           "open_log"]
 
 #: Message events that follow a ``sent`` row and carry its ``message_id``.
 MESSAGE_OUTCOMES: tuple[str, ...] = ("delivered", "bounced", "failed", "opened", "clicked", "unsubscribed")
@@ -68,6 +70,15 @@ def _parquet_columns(con: Any, path: Path) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL")
+
+
+def _is_numeric(duckdb_type: str) -> bool:
+    """Whether a DuckDB column type holds numbers (``DECIMAL(18,3)`` included)."""
+    return duckdb_type.upper().split("(")[0].strip() in _NUMERIC_TYPES
+
+
 def _select_normalised(source_sql: str, columns: dict[str, str]) -> str:
     """SELECT list giving every schema column with its normalised type."""
     parts = []
@@ -79,7 +90,9 @@ def _select_normalised(source_sql: str, columns: dict[str, str]) -> str:
     else:
         parts.append("CAST(ts AS TIMESTAMPTZ) AS ts")
     for c in COLUMNS[1:]:
-        if c in columns:
+        if c in FLOAT_COLUMNS and c in columns and not _is_numeric(columns[c]):
+            parts.append(f"CAST(NULLIF(trim(CAST({c} AS VARCHAR)), '') AS DOUBLE) AS {c}")  # '' is null, as in CSV
+        elif c in columns:
             parts.append(f"CAST({c} AS DOUBLE) AS {c}" if c in FLOAT_COLUMNS else f"CAST({c} AS VARCHAR) AS {c}")
         else:
             parts.append(f"CAST(NULL AS {'DOUBLE' if c in FLOAT_COLUMNS else 'VARCHAR'}) AS {c}")
@@ -92,7 +105,9 @@ def check_log(path: str | Path, con: Any = None) -> None:
     """Validate a log file without loading it into pandas when it is Parquet.
 
     Raises :class:`~omnisim.log.LogValidationError` naming the file and every problem found
-    (first offending values and how many rows). CSV files are validated by
+    (first offending values, how many rows, and the first such row: 1-based data-row number,
+    with its file inside a directory). Text in ``propensity`` / ``value`` must be a number or
+    blank (read as null). CSV files are validated by
     :func:`omnisim.log.read_log` (they are read whole).
     """
     import duckdb
@@ -114,35 +129,58 @@ def check_log(path: str | Path, con: Any = None) -> None:
         raise LogValidationError([
             f"missing required column(s) {', '.join(map(repr, missing))}; found "
             f"{', '.join(map(repr, cols)) or 'no columns'}; required: {', '.join(REQUIRED_COLUMNS)}"], str(path))
-    src = f"read_parquet({_q(_parquet_glob(path))}, hive_partitioning=true, union_by_name=true)"
+    # where the first offending row is: its file and 1-based data-row number (unless the log's own
+    # columns would clash with the ones DuckDB adds)
+    locate = "filename" not in cols and "file_row_number" not in cols
+    src = (f"read_parquet({_q(_parquet_glob(path))}, hive_partitioning=true, union_by_name=true"
+           + (", filename=true, file_row_number=true)" if locate else ")"))
+    first = ("first(filename ORDER BY filename, file_row_number), first(file_row_number ORDER BY filename, "
+             "file_row_number)") if locate else "NULL, NULL"
     problems: list[str] = []
     n = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
     if n == 0:
         raise LogValidationError(["the log has no rows (expected at least one event)"], str(path))
 
+    def at(file: str | None, row: int | None) -> str:
+        """'row 8' (1-based data row), 'row 8 of day=1/part.parquet' in a directory; '' if unknown."""
+        if row is None:
+            return ""
+        if path.is_dir() and file:
+            f = Path(file)
+            return f"row {int(row) + 1} of {f.relative_to(path) if f.is_relative_to(path) else f}"
+        return f"row {int(row) + 1}"
+
+    def rows_at(k: int, file: str | None, row: int | None) -> str:
+        """'1 row (row 8)' / '3 rows (first: row 8)'."""
+        where = at(file, row)
+        return (f"{k} {'row' if k == 1 else 'rows'}"
+                + (f" ({'' if k == 1 else 'first: '}{where})" if where else ""))
+
     def bad_values(expr_bad: str, show: str, what: str, expected: str) -> None:
-        rows = con.execute(f"SELECT {show} AS v, count(*) AS n FROM {src} WHERE {expr_bad} "
+        rows = con.execute(f"SELECT {show} AS v, count(*) AS n, {first} FROM {src} WHERE {expr_bad} "
                            "GROUP BY 1 ORDER BY n DESC LIMIT 5").fetchall()
-        for v, k in rows:
-            problems.append(f"{what} {v!r} in {k} {'row' if k == 1 else 'rows'}; {expected}")
+        for v, k, file, row in rows:
+            problems.append(f"{what} {v!r} in {rows_at(k, file, row)}; {expected}")
+
+    def empty(col: str, cond: str) -> None:
+        k, file, row = con.execute(f"SELECT count(*), {first} FROM {src} WHERE {cond}").fetchone()
+        if k:
+            problems.append(f"column {col!r}: empty in {rows_at(k, file, row)}")
 
     if not cols["ts"].upper().startswith("TIMESTAMP"):
         bad_values("ts IS NOT NULL AND TRY_CAST(ts AS TIMESTAMPTZ) IS NULL", "CAST(ts AS VARCHAR)",
                    "ts: not a timestamp:", "expected ISO 8601, e.g. '2024-03-01T09:30:00Z'")
-    k = con.execute(f"SELECT count(*) FROM {src} WHERE ts IS NULL").fetchone()[0]
-    if k:
-        problems.append(f"column 'ts': empty in {k} rows")
+    empty("ts", "ts IS NULL")
     for col, vocab in (("event", EVENTS), ("channel", CHANNELS)):
         allowed = ", ".join(_q(v) for v in vocab)
         bad_values(f"CAST({col} AS VARCHAR) NOT IN ({allowed})", f"CAST({col} AS VARCHAR)",
                    f"column {col!r}: unknown value", f"expected one of {', '.join(vocab)}")
-        k = con.execute(f"SELECT count(*) FROM {src} WHERE {col} IS NULL").fetchone()[0]
-        if k:
-            problems.append(f"column {col!r}: empty in {k} rows")
-    k = con.execute(f"SELECT count(*) FROM {src} WHERE user_id IS NULL OR trim(CAST(user_id AS VARCHAR)) = ''"
-                    ).fetchone()[0]
-    if k:
-        problems.append(f"column 'user_id': empty in {k} rows")
+        empty(col, f"{col} IS NULL")
+    empty("user_id", "user_id IS NULL OR trim(CAST(user_id AS VARCHAR)) = ''")
+    for col in FLOAT_COLUMNS:  # text columns: every non-blank entry must be a number
+        if col in cols and not _is_numeric(cols[col]):
+            bad_values(f"trim(CAST({col} AS VARCHAR)) <> '' AND TRY_CAST({col} AS DOUBLE) IS NULL",
+                       f"CAST({col} AS VARCHAR)", f"column {col!r}: not a number:", "expected a number or empty")
     if "propensity" in cols:
         bad_values("TRY_CAST(propensity AS DOUBLE) < 0 OR TRY_CAST(propensity AS DOUBLE) > 1",
                    "TRY_CAST(propensity AS DOUBLE)", "column 'propensity':", "expected a probability in [0, 1]")
@@ -150,13 +188,36 @@ def check_log(path: str | Path, con: Any = None) -> None:
         bad_values("TRY_CAST(value AS DOUBLE) < 0", "TRY_CAST(value AS DOUBLE)", "column 'value': negative value",
                    "expected revenue or cost >= 0")
     if "message_id" in cols:
-        rows = con.execute(f"SELECT message_id, count(*) FROM {src} WHERE event = 'sent' AND message_id IS NOT NULL "
-                           "GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 3").fetchall()
-        for mid, k in rows:
-            problems.append(f"column 'message_id': {mid!r} sent more than once ({k} rows); "
-                            "each 'sent' row needs its own message_id")
+        rows = con.execute(f"SELECT message_id, count(*), {first} FROM {src} WHERE event = 'sent' "
+                           "AND message_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 3").fetchall()
+        for mid, k, file, row in rows:
+            where = at(file, row)
+            problems.append(f"column 'message_id': {mid!r} sent more than once ({k} rows"
+                            + (f", first: {where}" if where else "") + "); each 'sent' row needs its own message_id")
     if problems:
         raise LogValidationError(problems, str(path))
+
+
+def check_timezones(users: pd.DataFrame, source: str = "the users table") -> None:
+    """Raise ``ValueError`` naming ``source``, the rows, users and values of a ``timezone``
+    column that are not IANA names DuckDB knows (local hours are computed in DuckDB); empty
+    (null) time zones are fine — those users' local time is UTC."""
+    import duckdb
+
+    if "timezone" not in users.columns:
+        return
+    tz = users["timezone"].astype("string").reset_index(drop=True)
+    with duckdb.connect() as con:
+        known = {r[0] for r in con.execute("SELECT name FROM pg_timezone_names()").fetchall()}
+    bad = (tz.notna() & ~tz.isin(known)).to_numpy(bool)
+    if bad.any():
+        pos = np.flatnonzero(bad)
+        rows = ", ".join(str(i + 1) for i in pos[:5]) + (f" and {len(pos) - 5} more" if len(pos) > 5 else "")
+        uid = users["user_id"].iloc[pos[0]] if "user_id" in users.columns else None
+        raise ValueError(f"{source}: column 'timezone': unknown time zone {tz.iloc[pos[0]]!r} in "
+                         f"{'row' if len(pos) == 1 else 'rows'} {rows}"
+                         + (f" (user_id {str(uid)!r})" if uid is not None else "")
+                         + "; expected an IANA name such as 'Europe/Paris', or empty for UTC")
 
 
 class LogSource:
@@ -230,7 +291,8 @@ class LogSource:
             if str(frame[c].dtype) == "string":
                 frame[c] = frame[c].astype(object)
         self.con.register("log_frame", frame)
-        cols = {c: ("TIMESTAMP WITH TIME ZONE" if c == "ts" else "VARCHAR") for c in frame.columns}
+        cols = {c: ("TIMESTAMP WITH TIME ZONE" if c == "ts" else "DOUBLE" if c in FLOAT_COLUMNS else "VARCHAR")
+                for c in frame.columns}
         self.con.execute(f"CREATE VIEW log AS {_select_normalised('log_frame', cols)}")
 
     @staticmethod
@@ -242,8 +304,11 @@ class LogSource:
         if isinstance(users, pd.DataFrame):
             if "user_id" not in users.columns:
                 raise ValueError("the users table has no 'user_id' column; found " + ", ".join(map(str, users.columns)))
+            check_timezones(users, "the users DataFrame")
             return users.assign(user_id=users["user_id"].astype("string"))
-        return load_users(users)
+        table = load_users(users)
+        check_timezones(table, str(users))
+        return table
 
     def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
         """Run ``query`` and return the (small) result as a DataFrame."""

@@ -183,9 +183,11 @@ def channel_table(src: LogSource, attribution_window_h: float = 336.0, confidenc
     ``cost_known`` (sends with a cost); rates per message ``open_rate``, ``click_rate``,
     ``conversion_rate`` each with ``_lo`` / ``_hi`` (Wilson); ``revenue_per_message`` with
     ``_lo`` / ``_hi`` (Student t over messages); per cost unit ``opens_per_cost``,
-    ``clicks_per_cost``, ``conversions_per_cost``, ``revenue_per_cost`` (return on spend),
-    the last two with ``_lo`` / ``_hi``: the per-message interval divided by the mean cost
-    per message (cost treated as fixed). Per-cost columns are NaN when cost is unknown or 0.
+    ``clicks_per_cost``, ``conversions_per_cost`` (converted messages, as ``conversion_rate``),
+    ``revenue_per_cost`` (return on spend), the last two — ``conversion_rate`` and
+    ``revenue_per_message`` divided by the mean cost per message — with ``_lo`` / ``_hi``: the
+    per-message interval divided likewise (cost treated as fixed). Per-cost columns are NaN
+    when cost is unknown or 0.
     """
     check_confidence(confidence)
     sets = "GROUPING SETS ((m.channel), (m.channel, m.campaign))" if by_campaign else "m.channel"
@@ -227,7 +229,7 @@ def channel_table(src: LogSource, attribution_window_h: float = 336.0, confidenc
     df["opens_per_cost"] = df["opened"] / cost
     df["clicks_per_cost"] = df["clicked"] / cost
     for name, base in (("conversions_per_cost", "conversion_rate"), ("revenue_per_cost", "revenue_per_message")):
-        df[name] = (df["conversions"] / cost) if name == "conversions_per_cost" else df["revenue"] / cost
+        df[name] = df[base] / cpm  # the estimate and its interval measure the same thing
         df[f"{name}_lo"] = df[f"{base}_lo"] / cpm
         df[f"{name}_hi"] = df[f"{base}_hi"] / cpm
     return df.drop(columns="revenue_sq")
@@ -601,7 +603,8 @@ def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float =
     instant in the log's row order; ties: the step that decided first): ``decided``
     (decisions at the step), ``chose_message`` (those that chose a message), ``deferred`` /
     ``suppressed`` (admission rows — one message may be deferred several times),
-    ``sent``, ``delivered``, ``opened``, ``clicked`` (messages), ``channel`` (the most common
+    ``sent``, ``delivered``, ``opened``, ``clicked`` (messages; outcomes only of messages whose
+    ``sent`` row is in the log), ``channel`` (the most common
     of its sends), ``open_rate`` and ``click_rate`` (per sent message, Wilson ``_lo`` /
     ``_hi``), ``median_h_from_prev`` (hours from the user's previous decision in the same
     entry; entries as in :func:`journey_funnel`) and ``top_reasons`` (the ``top_reasons``
@@ -612,7 +615,11 @@ def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float =
     gap = _interval_us(entry_gap_h, "entry_gap_h")
     q = f"""
     WITH {_entries_cte(gap, True)},
-    s AS (SELECT ts, event, channel, message_id, campaign, reason, CAST(step AS VARCHAR) AS step
+    sent_ids AS (SELECT DISTINCT message_id FROM log WHERE event = 'sent' AND message_id IS NOT NULL),
+    s AS (SELECT ts, event, channel, message_id, campaign, reason, CAST(step AS VARCHAR) AS step,
+                 -- outcomes count for messages sent in this log only (a log cut at its start
+                 -- can hold opens of earlier sends): rates stay per sent message, at most 1
+                 event = 'sent' OR message_id IN (SELECT message_id FROM sent_ids) AS of_sent
           FROM log WHERE step IS NOT NULL AND campaign IS NOT NULL),
     d3 AS (SELECT *, row_number() OVER (PARTITION BY user_id, campaign, entry_no ORDER BY ts, rn) AS pos
            FROM ent WHERE step IS NOT NULL),
@@ -625,9 +632,9 @@ def journey_steps(src: LogSource, entry_gap_h: float = 72.0, confidence: float =
            count(*) FILTER (WHERE event = 'deferred') AS deferred,
            count(*) FILTER (WHERE event = 'suppressed') AS suppressed,
            count(*) FILTER (WHERE event = 'sent') AS sent,
-           count(DISTINCT message_id) FILTER (WHERE event = 'delivered') AS delivered,
-           count(DISTINCT message_id) FILTER (WHERE event = 'opened') AS opened,
-           count(DISTINCT message_id) FILTER (WHERE event = 'clicked') AS clicked,
+           count(DISTINCT message_id) FILTER (WHERE event = 'delivered' AND of_sent) AS delivered,
+           count(DISTINCT message_id) FILTER (WHERE event = 'opened' AND of_sent) AS opened,
+           count(DISTINCT message_id) FILTER (WHERE event = 'clicked' AND of_sent) AS clicked,
            mode(channel) FILTER (WHERE event = 'sent') AS channel
     FROM s GROUP BY campaign, step)
     SELECT agg.*, dec.median_h_from_prev FROM agg LEFT JOIN dec USING (campaign, step)
@@ -770,6 +777,26 @@ def ope_table(rewards: pd.DataFrame, candidates: Sequence[str], estimators: Sequ
     return pd.DataFrame(rows)
 
 
+def _unsupported_notes(rewards: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
+    """A note per text candidate putting probability on actions the logging policy could not
+    take: a decision logged with propensity 1 gave every other action probability 0, so the
+    candidate's mass there (``1 - π(logged action)``) has no support and no estimator sees it."""
+    certain = rewards["propensity"].to_numpy(float) >= 1.0
+    if not certain.any():
+        return []
+    actions = sorted(rewards["action"].unique())
+    notes = []
+    for spec in candidates:
+        probs = parse_candidate(spec, actions)
+        mass = 1.0 - rewards["action"].map(probs).fillna(0.0).to_numpy(float)
+        share = float((mass * certain).mean())
+        if share > 1e-12:
+            notes.append(f"{spec}: {share:.1%} of its probability goes to actions the logging policy could not "
+                         f"take ({certain.mean():.0%} of decisions were logged with propensity 1); estimates ignore "
+                         "that part (unsupported) and are biased.")
+    return notes
+
+
 def evaluate_candidates(src: LogSource, candidates: Sequence[str], reward: str = "auto",
                         outcome_window_days: float = 14.0, estimators: Sequence[str] | None = None,
                         confidence: float = 0.95, n_bootstrap: int = 500,
@@ -789,6 +816,7 @@ def evaluate_candidates(src: LogSource, candidates: Sequence[str], reward: str =
     text = [c for c in candidates if not str(c).endswith(".json")]
     artifacts = [c for c in candidates if str(c).endswith(".json")]
     table = ope_table(rewards, text, estimators, confidence, n_bootstrap, seed)
+    notes += _unsupported_notes(rewards, text)
     if artifacts:
         try:
             from omnisim.policies.ope_log import evaluate_policy  # OPE from the log, contexts rebuilt

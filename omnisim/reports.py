@@ -247,11 +247,12 @@ def check_inputs(params: dict[str, Any]) -> None:
     """Validate the log (``log_path``), users table (``users_path``) and sweep results
     (``results_path``) named in ``params`` before any kernel starts:
     :func:`omnisim.report_data.check_log` (in SQL for Parquet),
-    :func:`omnisim.analysis.load_users` and :func:`omnisim.sweep_results.load_sweep_results`.
+    :func:`omnisim.analysis.load_users` with :func:`omnisim.report_data.check_timezones`, and
+    :func:`omnisim.sweep_results.load_sweep_results`.
     Raises :class:`ReportError` (exit code 2) carrying the validation message."""
     from omnisim.analysis import load_users
     from omnisim.log import LogValidationError
-    from omnisim.report_data import check_log
+    from omnisim.report_data import check_log, check_timezones
 
     if params.get("log_path") is not None:
         try:
@@ -260,7 +261,9 @@ def check_inputs(params: dict[str, Any]) -> None:
             raise ReportError(exc.one_paragraph(), exit_code=2) from None
     if params.get("users_path") is not None:
         try:
-            load_users(params["users_path"])
+            users = load_users(params["users_path"])
+            if users is not None:
+                check_timezones(users, str(params["users_path"]))
         except (OSError, ValueError) as exc:
             raise ReportError(f"users table: {exc}", exit_code=2) from None
     if params.get("results_path") is not None:

@@ -78,8 +78,10 @@ class ReportOutcome:
 
 
 def load_schedule(path: str | Path) -> list[ScheduledReport]:
-    """Read and validate a schedule file; raise :class:`ScheduleError` naming the bad key
-    (e.g. ``reports[2].params: expected a mapping of parameter names to values, got list``)."""
+    """Read and validate a schedule file — each entry's ``params`` too, against its report's
+    notebook (:func:`omnisim.reports.check_params`) — and raise :class:`ScheduleError` naming
+    the bad key (e.g. ``reports[2].params: expected a mapping of parameter names to values,
+    got list``; ``reports[0].params.max_prev: … expected a whole number``)."""
     import yaml
 
     from omnisim.reports import report_names
@@ -101,6 +103,7 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
     if not isinstance(items, list) or not items:
         raise ScheduleError(f"{path}: 'reports' must be a non-empty list; got {type(items).__name__}")
     known = set(report_names())
+    known_params: dict[str, dict[str, dict[str, str]]] = {}
     base = path.resolve().parent
     out: list[ScheduledReport] = []
     stems: dict[str, int] = {}
@@ -135,6 +138,7 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
             if reserved in params:
                 raise ScheduleError(f"{where}.params.{reserved}: set by the schedule ('log' / 'users' / "
                                     f"'results' / the output)")
+        _check_params(where, item["name"], params, known_params)
         stem = item.get("out") or item["name"]
         if not isinstance(stem, str) or "/" in stem or stem.startswith("."):
             raise ScheduleError(f"{where}.out: expected a plain file name without '/'; got {stem!r}")
@@ -147,6 +151,26 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
             users=(base / users).resolve() if users else None, params=dict(params), out=stem,
             results=(base / item["results"]).resolve() if source == "results" else None))
     return out
+
+
+def _check_params(where: str, name: str, params: dict[str, Any],
+                  cache: dict[str, dict[str, dict[str, str]]]) -> None:
+    """Check an entry's ``params`` against report ``name``'s notebook (names, types, ranges:
+    :func:`omnisim.reports.check_params`) so that a typo fails the whole file at load time,
+    naming the key; ``cache`` keeps each notebook's inspected parameters."""
+    from omnisim.reports import ReportError, _inspect, _notebook, check_params
+
+    if name not in cache:
+        cache[name] = _inspect(_notebook(name))
+    for key, value in params.items():
+        try:
+            check_params(name, {key: value}, cache[name])
+        except ReportError as exc:
+            raise ScheduleError(f"{where}.params.{key}: {exc}") from None
+    try:  # constraints between parameters (low_per_week <= high_per_week)
+        check_params(name, params, cache[name])
+    except ReportError as exc:
+        raise ScheduleError(f"{where}.params: {exc}") from None
 
 
 def run_schedule(entries: list[ScheduledReport], out_dir: str | Path = "reports", *,

@@ -93,7 +93,7 @@ def test_naive_parquet_timestamps_are_utc(tmp_path, sim):
     (lambda d: d.assign(ts=d["ts"].astype(str).where(d.index != 3, "2024-13-01")), "not a timestamp: '2024-13-01'"),
     (lambda d: d.assign(propensity=d["propensity"].where(d.index != 2, 1.5)), "'propensity': 1.5"),
     (lambda d: d.assign(value=d["value"].where(d.index != 1, -3.0)), "negative value -3.0"),
-    (lambda d: d.assign(user_id=d["user_id"].where(d.index != 0, "")), "'user_id': empty in 1 rows"),
+    (lambda d: d.assign(user_id=d["user_id"].where(d.index != 0, "")), "'user_id': empty in 1 row (row 1)"),
     (lambda d: pd.concat([d, d[d["event"].astype(str) == "sent"].head(1)]), "sent more than once"),
 ])
 def test_check_log_parquet_messages(tmp_path, sim, mutate, expected):

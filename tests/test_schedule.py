@@ -50,6 +50,10 @@ def _write(tmp, doc) -> str:
     ({"reports": [{"name": "sweep_results", "results": ""}]}, "reports[0].results: required"),
     ({"reports": [{"name": "fatigue", "log": "x", "params": {"results_path": "y"}}]}, "reports[0].params.results_path"),
     ("reports: [unclosed", "not valid YAML"),
+    ({"reports": [{"name": "fatigue", "log": "x", "params": {"hihg_per_week": 3}}]},
+     "reports[0].params.hihg_per_week: unknown parameter(s) 'hihg_per_week'"),
+    ({"reports": [{"name": "fatigue", "log": "x"}, {"name": "send_time", "log": "x", "params": {"metric": "clicks"}}]},
+     "reports[1].params.metric: report 'send_time': parameter metric = 'clicks' is invalid; expected one of"),
 ])
 def test_config_errors_name_the_key(tmp_path, doc, expected):
     with pytest.raises(ScheduleError) as err:

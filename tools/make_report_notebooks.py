@@ -235,7 +235,7 @@ else:
     "policy_evaluation": dict(
         title="Policy evaluation",
         params='''
-candidates = ["uniform"]  # candidate policies, each uniform, always:ACTION, mix:ACTION:PROB pairs (see docs) or a policy artifact .json file
+candidates = ["uniform"]  # candidate policies, each uniform, always:ACTION, mix:… (action probabilities, syntax in docs/reports.md) or a policy artifact .json file
 reward: str = "auto"  # reward per decision: auto, opened, clicked, visit, purchase or value
 outcome_window_days: float = 14.0  # days after a decision in which its reward events count (inclusive)
 estimators = None  # list such as [ips, snips, dr], None means all
