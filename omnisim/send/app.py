@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from omnisim.errors import OmnisimError
 from omnisim.send.metrics import Metrics
-from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, LoadedPolicy
-from omnisim.send.validation import EVENT_SCHEMA, parse_event
+from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, Event, Ingested, LoadedPolicy
+from omnisim.send.validation import EVENT_SCHEMA, id_error, parse_event
 
 #: Largest request body accepted, bytes; largest batch, events.
 MAX_BODY_BYTES = 1_048_576
@@ -111,8 +111,10 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         """One event (object) or a batch (array), each with an idempotency ``key``.
 
         Batch answer: 200 with one result per item (``accepted``, ``duplicate`` or
-        ``rejected`` with ``error``) when any item was processed, 422 when none was.
-        A single event: 202 accepted, 200 duplicate, 4xx rejected.
+        ``rejected`` with ``error`` and ``code``) when any item was processed, 422 when none
+        was. A single event: 202 accepted, 200 duplicate, else the item's ``code``: 4xx for a
+        bad item, 500 when processing it raised (its user's events in the request are rolled
+        back and quarantined; the rest of the batch is kept).
         """
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
@@ -166,14 +168,11 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
                 store.quarantine(r["error"], item, now)
                 metrics.events.labels("rejected").inc()
         if good:
-            statuses = service.ingest([e for _, e in good])
-            for (i, e), status in zip(good, statuses):
-                if status in ("unknown_user", "unknown_message"):
-                    error, code = (
-                        (f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}", 404)
-                        if status == "unknown_user" else
-                        (f"message_id: no message was sent as {e.message_id!r}, so the {e.type!r} "
-                         "callback's channel is unknown; give the channel (email, sms or push)", 422))
+            outcomes = service.ingest_results([e for _, e in good])
+            for (i, e), outcome in zip(good, outcomes):
+                status = outcome.status
+                if status in ("unknown_user", "unknown_message", "failed"):
+                    error, code = _rejection(e, outcome)
                     results[i].update(status="rejected", error=error, code=code)
                     store.quarantine(error, items[i], now)
                     status = "rejected"
@@ -182,9 +181,15 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
                 metrics.events.labels(status).inc()
         return results
 
+    def valid_id(user_id: str) -> None:
+        """422 for a user id no event could name (empty, too long, a NUL)."""
+        if (error := id_error("user_id", user_id)) is not None:
+            raise HTTPException(422, error)
+
     @app.put("/users/{user_id}", dependencies=auth)
     def put_user(user_id: str, user: UserIn) -> dict[str, Any]:
         """Create or replace a user's timezone, traits, addresses and consent."""
+        valid_id(user_id)
         with store.transaction():
             store.upsert_user(user_id, user.timezone, user.traits, user.consent, user.addresses,
                               service.clock.now())
@@ -193,6 +198,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
     @app.delete("/users/{user_id}", dependencies=auth)
     def delete_user(user_id: str) -> dict[str, Any]:
         """Erase a user: profile and pending work deleted; the log keeps a pseudonymous id."""
+        valid_id(user_id)
         with store.transaction():
             if store.lock_user(user_id) is None:
                 raise HTTPException(404, f"unknown user {user_id!r}")
@@ -202,6 +208,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
     @app.get("/users/{user_id}/timeline", dependencies=auth)
     def timeline(user_id: str, limit: int = 200) -> dict[str, Any]:
         """The user's latest log rows (oldest first) and open timers."""
+        valid_id(user_id)
         if store.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
             raise HTTPException(404, f"unknown user {user_id!r}")
         rows = store.timeline(user_id, max(1, min(limit, 10_000)))
@@ -224,6 +231,17 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
                 "new": {"name": new.name, "version": new.version}}
 
     return app
+
+
+def _rejection(e: Event, outcome: Ingested) -> tuple[str, int]:
+    """The error and per-item HTTP code of an event the service did not process."""
+    if outcome.status == "unknown_user":
+        return f"unknown user {e.user_id!r}: create it first with PUT /users/{e.user_id}", 404
+    if outcome.status == "unknown_message":
+        return (f"message_id: no message was sent as {e.message_id!r} to user {e.user_id!r}, so "
+                f"the {e.type!r} callback's channel is unknown; give the channel (email, sms or "
+                "push)", 422)
+    return f"{outcome.error}; kept in quarantine, not stored: it may be sent again", 500
 
 
 def _error(code: int, message: str) -> JSONResponse:

@@ -39,6 +39,11 @@ def _runtime_options(f: Any) -> Any:
                      help="Seed of the per-decision random streams."),
         click.option("--lease-s", type=float, default=60.0, show_default=True,
                      help="Seconds before a claimed, unsettled delivery is retried."),
+        click.option("--max-delivery-delay-h", type=click.FloatRange(min=0), default=1.0,
+                     show_default=True,
+                     help="Hours after queueing during which a message a provider outage "
+                          "stopped is tried again (backoff) before it is dead-lettered; "
+                          "0: at once, 'inf': never."),
         click.option("--fallback", multiple=True, metavar="CHANNEL=CHANNEL[,CHANNEL]",
                      help="Channel fallback for decisions whose policy does not set "
                           "meta['fallback'] itself, e.g. push=email (repeatable)."),
@@ -50,7 +55,7 @@ def _runtime_options(f: Any) -> Any:
 
 def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
           late_tolerance_h: str, seed: int, lease_s: float,
-          fallback: tuple[str, ...] = ()) -> tuple[Any, Any]:
+          fallback: tuple[str, ...] = (), max_delivery_delay_h: float = 1.0) -> tuple[Any, Any]:
     """The :class:`DecisionService` and :class:`Worker` for these options.
 
     Without ``policy_path`` the policy last recorded in the store is used.
@@ -83,7 +88,8 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
         pset = ProviderSet.from_dict({"channels": {ch: [{"type": "file", "path": DRY_RUN_FILE}]
                                                    for ch in ("email", "sms", "push")}},
                                      sent_keys=store)
-    return service, Worker(service, pset, WorkerConfig(lease_s=lease_s))
+    return service, Worker(service, pset, WorkerConfig(lease_s=lease_s,
+                                                       max_delivery_delay_h=max_delivery_delay_h))
 
 
 def _late_tolerance(text: str) -> timedelta | None:

@@ -104,6 +104,44 @@ class Event:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """One event's outcome in :meth:`DecisionService.ingest_results`: ``status``, and for
+    ``failed`` the ``error`` (which event, the exception)."""
+
+    status: str
+    error: str | None = None
+
+
+class _EventFailed(Exception):
+    """The policy or the store raised on ``events[index]`` (None: saving the user's work)."""
+
+    def __init__(self, index: int | None, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.index, self.cause = index, cause
+
+
+def _reject_user(events: Sequence[Event], indices: list[int], failed: _EventFailed,
+                 out: list[Ingested]) -> None:
+    """Mark one user's events ``failed``: the one that raised with the exception, the others
+    as rolled back with it (all of them when storing the user's work raised)."""
+    cause = f"{type(failed.cause).__name__}: {failed.cause}".strip()
+    user = events[indices[0]].user_id
+    if failed.index is None:
+        keys = ", ".join(repr(events[i].key) for i in indices)
+        for i in indices:
+            out[i] = Ingested("failed", f"processing failed while storing the work of user "
+                                        f"{user!r} for event key(s) {keys}: {cause}"[:1000])
+        return
+    bad = events[failed.index]
+    for i in indices:
+        error = (f"processing failed at event key {bad.key!r} (type {bad.type!r}, ts "
+                 f"{bad.ts.isoformat()}) of user {user!r}: {cause}" if i == failed.index else
+                 f"not processed: event key {bad.key!r} of the same user failed in this request "
+                 f"({cause}); a user's events are rolled back together")
+        out[i] = Ingested("failed", error[:1000])
+
+
 @dataclass
 class Observer:
     """Callbacks for metrics (no-ops by default): decisions by channel, latency in seconds."""
@@ -251,15 +289,24 @@ class DecisionService:
 
     # -- entry points ----------------------------------------------------------------------
     def ingest(self, events: Sequence[Event]) -> list[str]:
-        """Process events atomically (one transaction); per event ``accepted``, ``duplicate``,
-        ``unknown_user`` or ``unknown_message`` (a callback without a message channel whose
-        ``message_id`` names no sent message: its channel is unknown, so an ``unsubscribed``
-        could not withdraw consent; not recorded).
+        """Process events; per event its status (see :meth:`ingest_results`)."""
+        return [r.status for r in self.ingest_results(events)]
+
+    def ingest_results(self, events: Sequence[Event]) -> list[Ingested]:
+        """Process events in one transaction; per event ``accepted``, ``duplicate``,
+        ``unknown_user``, ``unknown_message`` (a callback without a message channel whose
+        ``message_id`` names no message sent to its user: its channel is unknown, so an
+        ``unsubscribed`` could not withdraw consent; not recorded) or ``failed`` (with the
+        error).
 
         Users are locked in sorted order (no deadlocks between concurrent requests); each
-        user's events run in ``ts`` order.
+        user's events run in ``ts`` order, inside a savepoint: when the policy or the store
+        raises on one of them, that user's work in this call is rolled back and all their
+        events are ``failed`` (nothing of them recorded, so a retry processes them again),
+        while the other users' events are kept. An error of the database itself
+        (:meth:`Store.is_operational_error`) aborts the whole call instead.
         """
-        out = ["accepted"] * len(events)
+        out = [Ingested("accepted")] * len(events)
         by_user: dict[str, list[int]] = {}
         for i, e in enumerate(events):
             by_user.setdefault(e.user_id, []).append(i)
@@ -267,30 +314,48 @@ class DecisionService:
         policy = self._policy
         with self.store.transaction():
             for user_id in sorted(by_user):
-                row = self.store.lock_user(user_id)
-                if row is None:  # erased since the caller checked
-                    for i in by_user[user_id]:
-                        out[i] = "unknown_user"
-                    continue
-                state: _UserState | None = None
-                for i in sorted(by_user[user_id], key=lambda i: (events[i].ts, i)):
-                    e = events[i]
-                    t0 = time.perf_counter()
-                    if not self._channel_known(e, state):
-                        out[i] = "unknown_message"
-                        continue
-                    if not self.store.insert_event(e.key, e.user_id, e.type, e.ts, _event_body(e), received):
-                        out[i] = "duplicate"
-                        continue
-                    now = self.logical_now(e.ts)
-                    if state is None:
-                        state = self._load(row, now)
-                    self._run_jobs(policy, state, now)
-                    self._on_event(policy, state, e, now)
-                    self.observer.latency(time.perf_counter() - t0)
-                if state is not None:
-                    self._save(state)
+                try:
+                    with self.store.savepoint("user_events"):
+                        self._ingest_user(policy, events, by_user[user_id], received, out)
+                except _EventFailed as failed:
+                    if self.store.is_operational_error(failed.cause):
+                        raise failed.cause from None
+                    _reject_user(events, by_user[user_id], failed, out)
         return out
+
+    def _ingest_user(self, policy: LoadedPolicy, events: Sequence[Event], indices: list[int],
+                     received: datetime, out: list[Ingested]) -> None:
+        """One user's events (``events[i]`` for ``i`` in ``indices``), their outcomes into
+        ``out``; :class:`_EventFailed` says which event raised (None: saving the user)."""
+        row = self.store.lock_user(events[indices[0]].user_id)
+        if row is None:  # erased since the caller checked
+            for i in indices:
+                out[i] = Ingested("unknown_user")
+            return
+        state: _UserState | None = None
+        for i in sorted(indices, key=lambda i: (events[i].ts, i)):
+            e = events[i]
+            t0 = time.perf_counter()
+            try:
+                if not self._channel_known(e, state):
+                    out[i] = Ingested("unknown_message")
+                    continue
+                if not self.store.insert_event(e.key, e.user_id, e.type, e.ts, _event_body(e), received):
+                    out[i] = Ingested("duplicate")
+                    continue
+                now = self.logical_now(e.ts)
+                if state is None:
+                    state = self._load(row, now)
+                self._run_jobs(policy, state, now)
+                self._on_event(policy, state, e, now)
+            except Exception as exc:
+                raise _EventFailed(i, exc) from exc
+            self.observer.latency(time.perf_counter() - t0)
+        if state is not None:
+            try:
+                self._save(state)
+            except Exception as exc:
+                raise _EventFailed(None, exc) from exc
 
     def _channel_known(self, e: Event, s: _UserState | None) -> bool:
         """False for a callback naming no message channel whose message was never sent
@@ -299,7 +364,7 @@ class DecisionService:
             return True
         if s is not None:
             self._flush(s)
-        return self.store.message_row(e.message_id) is not None
+        return self.store.message_row(e.message_id, e.user_id) is not None
 
     def run_due(self, limit: int = 100) -> int:
         """Run timers due by the clock's now for up to ``limit`` users; returns jobs run.
@@ -374,7 +439,7 @@ class DecisionService:
         payload = dict(e.properties)
         if e.type in CALLBACK_EVENTS:
             self._flush(s)
-            msg = self.store.message_row(e.message_id) if e.message_id else None
+            msg = self.store.message_row(e.message_id, e.user_id) if e.message_id else None
             channel = e.channel or (msg[1] if msg else "none")
             campaign, tag, step = (msg[2], msg[3], msg[4]) if msg else (
                 e.properties.get("campaign"), None, None)
@@ -496,9 +561,10 @@ class DecisionService:
             body["fallback"] = chain
             body["decision"] = sch.decision_to_dict(d)
         self.store.execute(
-            "INSERT INTO outbox (message_id, user_id, channel, state, due_us, body) "
-            "VALUES (?, ?, ?, 'queued', ?, ?)",
-            (mid, s.user_id, d.channel, to_us(now), json.dumps(body, default=str)))
+            "INSERT INTO outbox (message_id, user_id, channel, state, due_us, body, queued_us) "
+            "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            (mid, s.user_id, d.channel, to_us(now), json.dumps(body, default=str),
+             to_us(self.clock.now())))
 
     # -- channel fallback --------------------------------------------------------------------
     def fallback_chain(self, d: Decision) -> list[str]:

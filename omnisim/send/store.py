@@ -84,7 +84,8 @@ CREATE INDEX IF NOT EXISTS log_message ON log (message_id);
 CREATE TABLE IF NOT EXISTS outbox (
   message_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, channel TEXT NOT NULL,
   state TEXT NOT NULL, due_us BIGINT NOT NULL, lease_us BIGINT NOT NULL DEFAULT 0,
-  attempts BIGINT NOT NULL DEFAULT 0, body TEXT NOT NULL, result TEXT);
+  attempts BIGINT NOT NULL DEFAULT 0, body TEXT NOT NULL, result TEXT,
+  queued_us BIGINT, retries BIGINT NOT NULL DEFAULT 0, next_try_us BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, due_us);
 CREATE TABLE IF NOT EXISTS sent_keys (
   idem_key TEXT PRIMARY KEY, provider TEXT NOT NULL, provider_message_id TEXT,
@@ -98,7 +99,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 #: Columns added to tables after their first release ``(table, column, SQL type)``: a store
 #: created before gets them on its first start with this code (``ALTER TABLE … ADD COLUMN``;
 #: earlier rows read null).
-_ADDED_COLUMNS = (("log", "step", "TEXT"),)
+_ADDED_COLUMNS = (("log", "step", "TEXT"), ("outbox", "queued_us", "BIGINT"),
+                  ("outbox", "retries", "BIGINT NOT NULL DEFAULT 0"),
+                  ("outbox", "next_try_us", "BIGINT NOT NULL DEFAULT 0"))
 #: Version of :data:`_SCHEMA` recorded in ``settings`` (a store at this version runs no DDL).
 SCHEMA_VERSION = hashlib.sha256(_SCHEMA.encode()).hexdigest()[:16]
 _DDL_ATTEMPTS = 5
@@ -257,6 +260,30 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def savepoint(self, name: str = "unit") -> Iterator["Store"]:
+        """A part of the current transaction that rolls back alone on error (``SAVEPOINT``,
+        on SQLite and PostgreSQL); the error propagates, the transaction stays usable."""
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
+
+    def is_operational_error(self, exc: BaseException) -> bool:
+        """True for an error of the database itself (connection lost, locked, deadlock,
+        serialisation failure) rather than of the data being written: worth retrying whole."""
+        if isinstance(exc, sqlite3.OperationalError):
+            return True
+        if self.pg:
+            import psycopg
+
+            return isinstance(exc, psycopg.OperationalError)
+        return False
 
     def create(self) -> None:
         """Create the tables (idempotent) and the erasure salt.
@@ -432,10 +459,11 @@ class Store:
         start_us = int(row[0]) - step_us  # when this request's slot begins
         return max(0.0, (start_us - now_us) / 1e6 - tolerance_s)
 
-    def message_row(self, message_id: str) -> tuple | None:
-        """``(user_id, channel, campaign, tag, step)`` of a sent message."""
+    def message_row(self, message_id: str, user_id: str) -> tuple | None:
+        """``(user_id, channel, campaign, tag, step)`` of a message sent to ``user_id``
+        (None for another user's message: a callback cannot borrow its campaign)."""
         return self.one("SELECT user_id, channel, campaign, tag, step FROM log WHERE "
-                        "message_id = ? AND event = 'sent'", (message_id,))
+                        "message_id = ? AND user_id = ? AND event = 'sent'", (message_id, user_id))
 
     def timeline(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         rows = self.query(
@@ -493,6 +521,8 @@ class Store:
                                            "AND kind = ?", (kind,))[0]
         out["outbox_queued"] = self.one("SELECT COUNT(*) FROM outbox WHERE state IN "
                                         "('queued', 'sending')")[0]
+        out["outbox_retrying"] = self.one("SELECT COUNT(*) FROM outbox WHERE state IN "
+                                          "('queued', 'sending') AND retries > 0")[0]
         out["quarantine"] = self.one("SELECT COUNT(*) FROM quarantine")[0]
         return out
 

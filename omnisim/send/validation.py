@@ -47,10 +47,8 @@ def parse_event(item: Any, now: datetime) -> Event | str:
         if name not in item:
             return f"missing required field {name!r}"
     for name in ("key", "user_id"):
-        v = item[name]
-        if not isinstance(v, str) or not v.strip() or len(v) > MAX_ID_CHARS or "\x00" in v:
-            return (f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters "
-                    f"without NUL, got {v!r}")
+        if (error := id_error(name, item[name])) is not None:
+            return error
     kind = item["type"]
     if kind not in EVENT_TYPES:
         return f"type: unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}"
@@ -80,6 +78,16 @@ def parse_event(item: Any, now: datetime) -> Event | str:
         return f"properties.campaign: expected a string without NUL, got {_short(campaign)}"
     return Event(item["key"], item["user_id"], kind, ts, channel, mid,
                  float(value) if value is not None else None, props)
+
+
+def id_error(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the id ``name`` (a key, a user id), or None when it can: a
+    non-empty string of at most :data:`MAX_ID_CHARS` characters without NUL (which
+    PostgreSQL text cannot hold)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS or "\x00" in value:
+        return (f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters "
+                f"without NUL, got {_short(value)}")
+    return None
 
 
 def _parse_ts(raw: Any) -> datetime | str:

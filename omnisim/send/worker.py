@@ -7,21 +7,30 @@ before it is delivered (a row whose lease ran out while it waited its turn, and 
 another worker claimed meanwhile, is left to that worker): a worker killed mid-delivery
 leaves its rows ``sending``; when the lease runs out another worker claims them again and
 delivers with the **same** idempotency key (the message id), which the providers dedup
-through the store's ``sent_keys``. A row claimed more than ``max_claims`` times is
-dead-lettered. On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``, so workers never wait
-on each other.
+through the store's ``sent_keys``. A row claimed more than ``max_claims`` times without
+settling is dead-lettered. On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``, so workers
+never wait on each other.
+
+A provider outage (every provider of the channel exhausted its attempts or had its circuit
+open: :attr:`DeliveryResult.transient`) does not fail the message: its row goes back to the
+queue, due again after a capped exponential backoff (at least until a circuit breaker lets
+a request through), until ``max_delivery_delay_h`` after it was queued; then it is
+dead-lettered. Such requeues are counted apart from claims (``outbox.retries``), so they
+never trip ``max_claims``. Retry times and the deadline are on the sender's clock.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Callable, NamedTuple, Protocol
 
 from omnisim.send.providers.base import DeliveryResult, OutboundMessage
+from omnisim.send.providers.resilience import capped_backoff_s
 from omnisim.send.service import DecisionService
 from omnisim.send.store import Store, to_us
 
@@ -37,12 +46,30 @@ class Deliverer(Protocol):
 @dataclass
 class WorkerConfig:
     """``batch``: rows per claim; ``lease_s``: seconds before a claimed row may be re-claimed;
-    ``max_claims``: claims before dead-letter; ``poll_s``: idle sleep in seconds."""
+    ``max_claims``: claims without settling (crashes) before dead-letter; ``poll_s``: idle
+    sleep in seconds. A message failing for a provider outage is tried again after
+    ``min(retry_max_s, retry_base_s * 2**(n - 1))`` seconds (n = its n-th requeue), or
+    when a circuit breaker half-opens if later, until ``max_delivery_delay_h`` hours after it
+    was queued (0: dead-letter at once; ``inf``: never)."""
 
     batch: int = 50
     lease_s: float = 60.0
     max_claims: int = 5
     poll_s: float = 0.2
+    max_delivery_delay_h: float = 1.0
+    retry_base_s: float = 10.0
+    retry_max_s: float = 300.0
+
+
+class Claimed(NamedTuple):
+    """A claimed outbox row: ``claims`` counts every claim of the row, ``retries`` its
+    requeues after an outage; ``queued_us``: when it was queued (sender clock, µs)."""
+
+    message_id: str
+    body: str
+    claims: int
+    retries: int
+    queued_us: int
 
 
 class Worker:
@@ -57,20 +84,22 @@ class Worker:
         self.config = config or WorkerConfig()
         self.on_send = on_send
 
-    def claim(self) -> list[tuple[str, str, int]]:
-        """Claim up to ``batch`` deliverable rows: ``(message_id, body, claims so far)``."""
+    def claim(self) -> list[Claimed]:
+        """Claim up to ``batch`` deliverable rows: queued ones whose next try is due on the
+        sender's clock, and claimed ones whose (wall-clock) lease ran out."""
         now_us = int(time.time() * 1e6)
         lease_us = now_us + int(self.config.lease_s * 1e6)
-        pick = ("SELECT message_id FROM outbox WHERE (state = 'queued' OR (state = 'sending' "
-                "AND lease_us < ?)) ORDER BY due_us LIMIT ?")
+        pick = ("SELECT message_id FROM outbox WHERE ((state = 'queued' AND next_try_us <= ?) "
+                "OR (state = 'sending' AND lease_us < ?)) ORDER BY due_us LIMIT ?")
         if self.store.pg:
             pick += " FOR UPDATE SKIP LOCKED"
         with self.store.transaction():
             rows = self.store.query(
                 f"UPDATE outbox SET state = 'sending', lease_us = ?, attempts = attempts + 1 "
-                f"WHERE message_id IN ({pick}) RETURNING message_id, body, attempts",
-                (lease_us, now_us, self.config.batch))
-        return [(r[0], r[1], int(r[2])) for r in rows]
+                f"WHERE message_id IN ({pick}) RETURNING message_id, body, attempts, retries, "
+                "COALESCE(queued_us, due_us)",
+                (lease_us, to_us(self.service.clock.now()), now_us, self.config.batch))
+        return [Claimed(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     def renew(self, message_id: str, claims: int) -> bool:
         """Restart the lease of a claimed row just before delivering it: the claim's lease
@@ -86,17 +115,19 @@ class Worker:
         """Deliver one claimed batch; returns how many rows were settled (or taken over by
         another worker while waiting their turn)."""
         rows = self.claim()
-        for message_id, body, claims in rows:
-            if not self.renew(message_id, claims):
+        for row in rows:
+            message_id = row.message_id
+            if not self.renew(message_id, row.claims):
                 log.warning("outbox %s was re-claimed by another worker while waiting in this "
                             "worker's batch (lease %g s); skipped", message_id, self.config.lease_s)
                 continue
-            data = json.loads(body)
+            data = json.loads(row.body)
             extra = {k: data.pop(k) for k in ("fallback", "decision") if k in data}
             data["extra"] = extra
-            if claims > self.config.max_claims:
+            unsettled = row.claims - row.retries  # this claim and the crashed ones before it
+            if unsettled > self.config.max_claims:
                 result = DeliveryResult("failed", None, 0, None, "",
-                                        f"claimed {claims - 1} times without settling "
+                                        f"claimed {unsettled - 1} times without settling "
                                         "(worker crashes?); dead-lettered")
             elif not self._consented(data["user_id"], data["channel"]):
                 result = DeliveryResult("failed", None, 0, None, "",
@@ -105,8 +136,38 @@ class Worker:
             else:
                 msg = {k: v for k, v in data.items() if k != "extra"}
                 result = self.deliverer.deliver(OutboundMessage(**msg))
+                if result.transient:
+                    result = self._retry_later(row, data["channel"], result)
+                    if result is None:
+                        continue
             self._settle(message_id, data, result)
         return len(rows)
+
+    def _retry_later(self, row: Claimed, channel: str, r: DeliveryResult) -> DeliveryResult | None:
+        """Put a row that failed for a provider outage back in the queue (None), due after
+        the backoff or the breaker's wait, whichever is longer, and at the latest at the
+        delivery deadline; past the deadline, the dead-letter result saying so."""
+        cfg = self.config
+        now_us = to_us(self.service.clock.now())
+        tries = row.retries + 1
+        deadline_us = (row.queued_us + int(cfg.max_delivery_delay_h * 3.6e9)
+                       if math.isfinite(cfg.max_delivery_delay_h) else 2**62)
+        if now_us >= deadline_us:
+            return replace(r, error=(
+                f"gave up after {_duration((now_us - row.queued_us) / 1e6)} and {tries} "
+                f"{'try' if tries == 1 else 'tries'} (provider outage; max delivery delay "
+                f"{cfg.max_delivery_delay_h:g} h); last: {r.error}"))
+        wait_s = max(capped_backoff_s(tries, cfg.retry_base_s, cfg.retry_max_s), r.retry_after_s or 0.0)
+        next_us = min(now_us + int(wait_s * 1e6), deadline_us)
+        cur = self.store.execute(
+            "UPDATE outbox SET state = 'queued', retries = retries + 1, next_try_us = ?, "
+            "queued_us = ?, result = ? WHERE message_id = ? AND state = 'sending' AND attempts = ?",
+            (next_us, row.queued_us, _response(r), row.message_id, row.claims))
+        if cur.rowcount == 1:
+            log.info("outbox %s: provider outage (%s); try %d failed, next in %.0f s",
+                     row.message_id, r.error, tries, (next_us - now_us) / 1e6)
+            self.on_send(channel, "requeued")
+        return None
 
     def _consented(self, user_id: str, channel: str) -> bool:
         """Does the user still consent to ``channel``? Checked just before delivery: an
@@ -115,9 +176,7 @@ class Worker:
         return row is not None and bool(json.loads(row[0]).get(channel))
 
     def _settle(self, message_id: str, data: dict[str, Any], r: DeliveryResult) -> None:
-        response = json.dumps({"status": r.status, "provider": r.provider, "attempts": r.attempts,
-                               "provider_message_id": r.provider_message_id,
-                               "response": r.response, "error": r.error})
+        response = _response(r)
         now = self.service.clock.now()
         extra = data.get("extra") or {}
         # channel fallback: undeliverable, or refused for good (not a provider outage)
@@ -169,3 +228,19 @@ class Worker:
         for _ in range(max_rounds):
             if not self.step():
                 return
+
+
+def _response(r: DeliveryResult) -> str:
+    """A delivery result as the JSON kept on the outbox row and the ``sent`` log row."""
+    return json.dumps({"status": r.status, "provider": r.provider, "attempts": r.attempts,
+                       "provider_message_id": r.provider_message_id,
+                       "response": r.response, "error": r.error})
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for people: ``45 s``, ``12 min``, ``1.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -72,9 +72,10 @@ class Gateway:
 
     When the script is empty it answers ``default`` (``200 {"id": "gw-1"}`` unless given).
     Every request is recorded. A context manager: ``with Gateway() as gw:`` closes it.
+    ``port``: 0 for a free one, or a given one (a gateway coming up after an outage).
     """
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, port: int = 0) -> None:
         self.script: list[Reply] = []
         self.default = default if default is not None else Reply(200, {"id": "gw-1"})
         self.requests: list[Received] = []
@@ -106,7 +107,7 @@ class Gateway:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/v1/messages"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},

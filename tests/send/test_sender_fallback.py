@@ -27,7 +27,7 @@ from omnisim.send.clock import ManualClock
 from omnisim.send.providers import ProviderSet
 from omnisim.send.service import DecisionService, LoadedPolicy, parse_fallback
 from omnisim.send.store import Store
-from omnisim.send.worker import Worker
+from omnisim.send.worker import Worker, WorkerConfig
 
 PUSH_JOURNEY = {
     "name": "push_first",
@@ -115,14 +115,24 @@ def test_no_push_provider_is_undeliverable_and_falls_back(store_url, push_artifa
 
 
 def test_outage_does_not_fall_back(store_url, push_artifact, smtpd, gateway):
-    """Retries exhausted (5xx) is a provider outage, not an undeliverable message."""
+    """Retries exhausted (5xx) is a provider outage, not an undeliverable message: the push
+    waits in the outbox, then is dead-lettered after the delivery deadline, not re-sent by
+    email."""
     box, port = smtpd
     gateway.default = Reply(503, {"error": "down"})
-    svc = service(store_url, push_artifact)
+    clock = ManualClock(at(0))
+    svc = service(store_url, push_artifact, clock)
     add_user(svc.store, "u1")
     svc.ingest([ev("k1", "u1", "product_view", at(0))])
-    Worker(svc, providers(port, gateway.url)).drain()
+    worker = Worker(svc, providers(port, gateway.url), WorkerConfig(max_delivery_delay_h=0.5))
+    worker.drain()
+    assert rows_of(svc.store, "u1") == [("sent", "push", "u1-m1")]
+    assert svc.store.one("SELECT state FROM outbox WHERE message_id = 'u1-m1'")[0] == "queued"
+    clock.set(at(0.5))
+    worker.drain()
     assert rows_of(svc.store, "u1") == [("sent", "push", "u1-m1"), ("failed", "push", "u1-m1")]
+    reason = next(r["reason"] for r in log_rows(svc.store, "u1") if r["event"] == "failed")
+    assert reason.startswith("failed: gave up after 30 min and 2 tries") and "fallback" not in reason
     assert box.messages == []
 
 

@@ -49,7 +49,11 @@ class DeliveryResult:
     error when the status is not ``"sent"``; ``permanent`` is true for a ``failed`` that was
     a permanent refusal of the message itself (HTTP 4xx, SMTP 5xx), false for exhausted
     retries or open circuits (the worker falls back to another channel only on permanent
-    failures and ``undeliverable``).
+    failures and ``undeliverable``). ``transient`` is true for a ``failed`` because every
+    provider of the channel exhausted its attempts or had its circuit open (an outage: the
+    worker puts the message back in its queue and tries again later); ``retry_after_s`` is
+    then the time until a provider's circuit breaker lets a request through again (0 when
+    one would now), in seconds.
     """
 
     status: Literal["sent", "failed", "undeliverable"]
@@ -59,6 +63,8 @@ class DeliveryResult:
     response: str
     error: str | None
     permanent: bool = False
+    transient: bool = False
+    retry_after_s: float | None = None
 
 
 class SentKeys(Protocol):

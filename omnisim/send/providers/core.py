@@ -49,12 +49,15 @@ class _Run:
     last: Attempt | None = None
     error: str | None = None
 
-    def result(self, status: Literal["sent", "failed"], permanent: bool = False) -> DeliveryResult:
+    def result(self, status: Literal["sent", "failed"], permanent: bool = False,
+               retry_after_s: float | None = None) -> DeliveryResult:
+        """The call's result; ``retry_after_s`` (seconds) marks a transient ``failed``."""
         last = self.last or Attempt("retry")
         return DeliveryResult(status=status, provider=self.provider, attempts=self.attempts,
                               provider_message_id=last.provider_message_id if status == "sent" else None,
                               response=last.response, error=None if status == "sent" else self.error,
-                              permanent=permanent)
+                              permanent=permanent, transient=retry_after_s is not None,
+                              retry_after_s=retry_after_s)
 
 
 class ProviderSet:
@@ -122,7 +125,8 @@ class ProviderSet:
         return {g.provider.name: g.breaker.state for chain in self._chains.values() for g in chain}
 
     def deliver(self, msg: OutboundMessage) -> DeliveryResult:
-        """Send ``msg`` once: retries, then failover, then ``failed`` with the last error."""
+        """Send ``msg`` once: retries, then failover, then ``failed`` with the last error
+        (``transient`` when no provider refused the message itself: an outage)."""
         chain = self._chains.get(msg.channel)
         if not chain:
             return DeliveryResult("undeliverable", None, 0, None, "",
@@ -141,7 +145,8 @@ class ProviderSet:
                 return run.result("sent")
             if outcome == "permanent":
                 return run.result("failed", permanent=True)
-        return run.result("failed")
+        # an outage: worth trying again once some provider's breaker lets a request through
+        return run.result("failed", retry_after_s=min(g.breaker.retry_in_s() for g in chain))
 
     def _mark(self, msg: OutboundMessage, provider: str, run: _Run) -> None:
         """Record the accepted key; a store error must not turn a sent message into a retry."""

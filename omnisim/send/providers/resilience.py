@@ -17,7 +17,7 @@ from typing import Callable, Literal
 from omnisim.send.providers.base import RateStore
 
 __all__ = ["Resilience", "TokenBucket", "SharedTokenBucket", "CircuitBreaker", "backoff_s",
-           "RATE_SCOPES"]
+           "capped_backoff_s", "RATE_SCOPES"]
 
 log = logging.getLogger("omnisim.send.providers")
 
@@ -54,9 +54,15 @@ class Resilience:
     reset_after_s: float = 30.0
 
 
+def capped_backoff_s(retry: int, base_s: float, max_s: float) -> float:
+    """Capped exponential delay before retry number ``retry`` (1 = first retry):
+    ``min(max_s, base_s * 2**(retry - 1))``, in seconds."""
+    return min(max_s, base_s * 2.0 ** (retry - 1))
+
+
 def backoff_s(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
     """Full-jitter delay before retry number ``retry`` (1 = first retry), in seconds."""
-    return rng.uniform(0.0, min(max_s, base_s * 2.0 ** (retry - 1)))
+    return rng.uniform(0.0, capped_backoff_s(retry, base_s, max_s))
 
 
 class TokenBucket:
@@ -134,6 +140,14 @@ class CircuitBreaker:
             if self._state == "open" and self._clock() - self._opened_at >= self.reset_after_s:
                 return "half_open"
             return self._state
+
+    def retry_in_s(self) -> float:
+        """Seconds until :meth:`allow` may let a request through again: what remains of
+        ``reset_after_s`` while open, else 0."""
+        with self._lock:
+            if self._state != "open":
+                return 0.0
+            return max(0.0, self.reset_after_s - (self._clock() - self._opened_at))
 
     def allow(self) -> bool:
         """May a request go out now? In half-open state only one probe at a time."""
