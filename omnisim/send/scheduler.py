@@ -77,6 +77,11 @@ def finish(store: Store, job_id: int) -> None:
     store.execute("UPDATE jobs SET state = 'done' WHERE job_id = ?", (job_id,))
 
 
+def set_aside(store: Store, job_id: int) -> None:
+    """Take a job that raised out of the due jobs (state ``failed``; ``pending`` runs it again)."""
+    store.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ?", (job_id,))
+
+
 def reschedule(store: Store, job_id: int, due: datetime) -> None:
     store.execute("UPDATE jobs SET due_us = ? WHERE job_id = ?", (to_us(due), job_id))
 

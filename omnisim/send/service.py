@@ -18,6 +18,7 @@ so a late send is never judged against a past hour.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import threading
@@ -35,6 +36,8 @@ from omnisim.policies.pressure import Pending
 from omnisim.send import scheduler as sch
 from omnisim.send.clock import Clock
 from omnisim.send.store import LOG_COLUMNS, Store, from_us, to_us
+
+log = logging.getLogger(__name__)
 
 HISTORY_DAYS = 35
 #: Behaviour events (logged on channel ``web``) and engagement callbacks the API accepts.
@@ -111,6 +114,18 @@ class Ingested:
 
     status: str
     error: str | None = None
+
+
+class _JobFailed(Exception):
+    """The policy or the store raised while running timer job ``job_id`` (a journey
+    follow-up or a pending message's admission) of ``user_id``."""
+
+    def __init__(self, job_id: int, user_id: str, kind: str, due_us: int, body: str,
+                 cause: Exception) -> None:
+        super().__init__(f"timer job {job_id} ({kind}, due {from_us(due_us).isoformat()}) of user "
+                         f"{user_id!r}: {type(cause).__name__}: {cause}")
+        self.job_id, self.user_id, self.kind, self.due_us, self.body = job_id, user_id, kind, due_us, body
+        self.cause = cause
 
 
 class _EventFailed(Exception):
@@ -379,10 +394,28 @@ class DecisionService:
                 row = self.store.lock_user(user_id, skip_locked=True)
                 if row is None:
                     continue
-                state = self._load(row, until)
-                done += self._run_jobs(policy, state, until)
-                self._save(state)
+                try:
+                    with self.store.savepoint("user_jobs"):
+                        state = self._load(row, until)
+                        done += self._run_jobs(policy, state, until)
+                        self._save(state)
+                except _JobFailed as failed:
+                    if self.store.is_operational_error(failed.cause):
+                        raise failed.cause from None
+                    self._set_aside(failed, until)
         return done
+
+    def _set_aside(self, failed: _JobFailed, now: datetime) -> None:
+        """Take a timer job the policy or the store raised on out of the due jobs (its
+        state ``failed``) and quarantine it, so that it cannot stop every later
+        :meth:`run_due` (and with it all delivery); the user's other jobs run next time."""
+        sch.set_aside(self.store, failed.job_id)
+        reason = (f"{failed}; set aside (jobs.state = 'failed'): fix the cause, then set its "
+                  f"state back to 'pending' to run it")
+        self.store.quarantine(reason, {"job_id": failed.job_id, "user_id": failed.user_id,
+                                       "kind": failed.kind, "due": from_us(failed.due_us).isoformat(),
+                                       "body": json.loads(failed.body)}, now)
+        log.error("%s", reason)
 
     # -- per user --------------------------------------------------------------------------------
     def _load(self, row: tuple, now: datetime) -> _UserState:
@@ -464,13 +497,16 @@ class DecisionService:
         while (job := sch.next_job(self.store, s.user_id, until)) is not None:
             job_id, kind, due_us, body = job
             now = self.logical_now(from_us(due_us))
-            if kind == sch.FOLLOWUP:
-                sch.finish(self.store, job_id)
-                payload = json.loads(body)["payload"]
-                self._decide(pol, s, Trigger("journey_step", from_us(due_us), payload), now,
-                             f"job:{job_id}")
-            else:
-                self._admit(pol, s, now, [], f"job:{job_id}")
+            try:
+                if kind == sch.FOLLOWUP:
+                    sch.finish(self.store, job_id)
+                    payload = json.loads(body)["payload"]
+                    self._decide(pol, s, Trigger("journey_step", from_us(due_us), payload), now,
+                                 f"job:{job_id}")
+                else:
+                    self._admit(pol, s, now, [], f"job:{job_id}")
+            except Exception as exc:
+                raise _JobFailed(job_id, s.user_id, kind, due_us, body, exc) from exc
             n += 1
         s.next_due_us = sch.user_next_due(self.store, s.user_id)
         return n

@@ -158,3 +158,34 @@ def test_a_user_id_with_a_nul_is_a_422(svc, method):
     assert r.status_code == 422, r.text  # PUT used to be a 500 on PostgreSQL
     assert "user_id: expected a non-empty string of at most 200 characters without NUL" in r.json()["detail"]
     assert client.put("/users/u4", json=USER, headers=H).status_code == 200
+
+
+def test_a_timer_the_policy_raises_on_is_set_aside_and_the_others_run(store_url, artifact_path):
+    """A due journey step whose decision raises used to fail every ``run_due`` (the user stays
+    first in due order), and with it every worker step before any delivery."""
+    from omnisim.send.clock import ManualClock
+
+    clock = ManualClock(at(0))
+    svc = make_service(store_url, artifact_path, clock)
+    for uid in ("u1", "u2"):
+        add_user(svc.store, uid)
+    assert svc.ingest([ev("k1", "u1", "product_view", at(0)), ev("k2", "u2", "product_view", at(0))]) == [
+        "accepted", "accepted"]
+    policy = svc.policy
+    svc.swap_policy(replace(policy, policy=FailsFor(policy.policy, "u2")))
+    clock.set(at(4.5))
+    assert svc.run_due() >= 1  # used to raise ValueError
+    sms_step = lambda uid: [r for r in log_rows(svc.store, uid)  # noqa: E731
+                            if r["event"] == "decided" and r["channel"] == "sms"]
+    assert len(sms_step("u1")) == 1 and sms_step("u2") == []
+    failed = svc.store.query("SELECT job_id, user_id, kind FROM jobs WHERE state = 'failed'")
+    assert [(u, k) for _, u, k in failed] == [("u2", "followup")]
+    ((reason, item),) = svc.store.quarantined()
+    assert reason.startswith(f"timer job {failed[0][0]} (followup, due 2026-") and "of user 'u2'" in reason
+    assert "ValueError: traits.segment: cannot score user u2" in reason and "set aside" in reason
+    assert json.loads(item)["user_id"] == "u2" and json.loads(item)["body"]["payload"]["journey"]
+    assert svc.run_due() == 0  # nothing due is left: the set-aside job no longer blocks
+    # once the policy is fixed, setting the job back to pending runs it
+    svc.swap_policy(policy)
+    svc.store.execute("UPDATE jobs SET state = 'pending' WHERE job_id = ?", (failed[0][0],))
+    assert svc.run_due() == 1 and len(sms_step("u2")) == 1
