@@ -382,7 +382,7 @@ def load_users(path: str | Path | None) -> pd.DataFrame | None:
     if name.endswith((".parquet", ".pq")):
         users = pd.read_parquet(path)
     elif name.endswith((".csv", ".csv.gz")):
-        users = pd.read_csv(path)
+        users = pd.read_csv(path, dtype={"user_id": str})  # ids are text: 00123 stays 00123
     else:
         raise ValueError(f"{path}: unsupported users-table type; expected .parquet, .csv or .csv.gz")
     if "user_id" not in users.columns:

@@ -15,7 +15,8 @@ def _read_users(path: Path):
     if not path.exists():
         raise CalibrationError(f"--users {path}: file not found")
     try:
-        return pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+        return (pd.read_parquet(path) if path.suffix in (".parquet", ".pq")
+                else pd.read_csv(path, dtype={"user_id": str}))  # ids are text, as in the log
     except Exception as exc:  # noqa: BLE001 -- any parser error, reported with the file named
         raise CalibrationError(f"--users {path}: cannot be read ({type(exc).__name__}: {exc}); "
                                "expected Parquet or CSV with a user_id column") from None

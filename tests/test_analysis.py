@@ -229,3 +229,15 @@ def test_mean_ci_from_sums_equals_mean_sd_ci():
     assert np.isnan(S.mean_ci_from_sums(1, 2.0, 4.0)[2]) and np.isnan(S.mean_ci_from_sums(0, 0.0, 0.0)[0])
     with pytest.raises(ValueError, match="confidence"):
         S.mean_ci_from_sums(3, 1, 1, confidence=95)
+
+
+def test_users_csv_keeps_user_ids_as_text(tmp_path):
+    """Ids like 00123 must stay 00123 (the log reads them as text); a users CSV read with
+    inferred types made them 123, and no user of the log matched its row."""
+    from omnisim.cli_calibrate import _read_users
+
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,segment,timezone\n00123,a,UTC\n123,b,UTC\n")
+    users = A.load_users(path)
+    assert users["user_id"].tolist() == ["00123", "123"]  # two users, not a duplicate 123
+    assert _read_users(path)["user_id"].tolist() == ["00123", "123"]
