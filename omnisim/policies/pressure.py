@@ -265,6 +265,15 @@ class PressureRules:
         n = sum(1 for h in history if h.event in ENGAGEMENT_EVENTS and since < h.ts <= now)
         return n >= self.engaged_min_interactions
 
+    def quiet_rule(self, channel: str, hour: float) -> QuietHours | None:
+        """The first quiet-hours rule on ``channel`` active at local clock ``hour`` [0, 24)
+        (None: none); what :meth:`admit` checks, and the sender's worker before delivering a
+        message an outage delayed."""
+        for q in self.quiet_hours:
+            if q.applies(channel) and q.active(hour):
+                return q
+        return None
+
     # -- admission -----------------------------------------------------------------------
     def admit(self, due: Sequence[Pending], ctx: Context) -> Admission:
         """Decide which due pendings go now, which wait (until when, why) and which never go."""
@@ -313,11 +322,11 @@ class PressureRules:
         ``sent``: past and just-admitted sends (``ts``, ``channel``, ``tag``, ``campaign``);
         ``windows``: each cap's window at ``ctx.now``, filled on first use."""
         now = ctx.now
-        for q in self.quiet_hours:
-            if q.applies(d.channel) and q.active(hour):
-                if q.action == "drop":
-                    return None, "quiet_hours"
-                return next_local_hour(now, ctx.timezone, q.end_h), "quiet_hours"
+        q = self.quiet_rule(d.channel, hour)
+        if q is not None:
+            if q.action == "drop":
+                return None, "quiet_hours"
+            return next_local_hour(now, ctx.timezone, q.end_h), "quiet_hours"
         if self.dedup_h is not None and d.campaign is not None and d.meta.get("dedup", True):
             since = now - timedelta(hours=self.dedup_h)
             if any(s.campaign == d.campaign and s.ts > since for s in sent):

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NamedTuple, Protocol
 
+from omnisim.policies.base import local_hour
 from omnisim.send.providers.base import DeliveryResult, OutboundMessage
 from omnisim.send.providers.resilience import capped_backoff_s
 from omnisim.send.service import DecisionService
@@ -129,10 +130,8 @@ class Worker:
                 result = DeliveryResult("failed", None, 0, None, "",
                                         f"claimed {unsettled - 1} times without settling "
                                         "(worker crashes?); dead-lettered")
-            elif not self._consented(data["user_id"], data["channel"]):
-                result = DeliveryResult("failed", None, 0, None, "",
-                                        f"no {data['channel']} consent any more (withdrawn, or the "
-                                        "user erased, after the message was queued); not sent")
+            elif (blocked := self._blocked(row, data)) is not None:
+                result = DeliveryResult("failed", None, 0, None, "", blocked)
             else:
                 msg = {k: v for k, v in data.items() if k != "extra"}
                 result = self.deliverer.deliver(OutboundMessage(**msg))
@@ -169,11 +168,31 @@ class Worker:
             self.on_send(channel, "requeued")
         return None
 
-    def _consented(self, user_id: str, channel: str) -> bool:
-        """Does the user still consent to ``channel``? Checked just before delivery: an
-        ``unsubscribed`` event or a profile update may have withdrawn it since admission."""
-        row = self.store.one("SELECT consent FROM users WHERE user_id = ?", (user_id,))
-        return row is not None and bool(json.loads(row[0]).get(channel))
+    def _blocked(self, row: Claimed, data: dict[str, Any]) -> str | None:
+        """Why the message must not go out now (None: it may), checked just before delivery:
+
+        - the user's consent to its channel is gone (an ``unsubscribed`` event or a profile
+          update since admission, or the user erased);
+        - it waited out a provider outage (``row.retries``) and the policy's quiet hours
+          (:meth:`PressureRules.quiet_rule`, in the user's time zone, on the sender's clock)
+          began meanwhile: admission checked them, the delay is the outage's. Exempt tags
+          (``PressureRules.exempt_tags``, read from the message's ``sent`` row) still go."""
+        user_id, channel = data["user_id"], data["channel"]
+        user = self.store.one("SELECT consent, timezone FROM users WHERE user_id = ?", (user_id,))
+        if user is None or not json.loads(user[0]).get(channel):
+            return (f"no {channel} consent any more (withdrawn, or the user erased, after the "
+                    "message was queued); not sent")
+        rules = getattr(self.service.policy.policy, "rules", None)
+        if not row.retries or rules is None or not rules.quiet_hours:
+            return None
+        sent = self.store.message_row(row.message_id, user_id)
+        if sent is not None and sent[3] in rules.exempt_tags:
+            return None
+        quiet = rules.quiet_rule(channel, local_hour(self.service.clock.now(), user[1]))
+        if quiet is None:
+            return None
+        return (f"quiet hours ({quiet.start_h:g}-{quiet.end_h:g} h local) began while the message "
+                f"waited out a provider outage ({row.retries} tries); not sent")
 
     def _settle(self, message_id: str, data: dict[str, Any], r: DeliveryResult) -> None:
         response = _response(r)

@@ -186,3 +186,39 @@ def test_a_store_from_before_the_retry_columns_gains_them(store_url, artifact_pa
         assert svc.store.one("SELECT state, retries, queued_us FROM outbox") == ("queued", 1, to_us(at(0)))
     finally:
         svc.store.close()
+
+
+@pytest.mark.parametrize("tag", [None, "transactional"])
+def test_a_message_an_outage_held_into_quiet_hours_is_not_sent(store_url, artifact_path, tag):
+    """Admitted at 20:40 (the default rules' quiet hours start at 21:00), held by an outage
+    until 21:05: the worker must not deliver it in quiet hours — unless its tag is exempt."""
+    clock = ManualClock(at(10 + 40 / 60))  # 20:40 UTC, the user's time zone is UTC
+    svc = make_service(store_url, artifact_path, clock)
+    add_user(svc.store, "u1", channels=("email",))
+    svc.ingest([ev("k1", "u1", "product_view", clock.now())])
+    if tag is not None:  # as if the decision had carried the exempt tag
+        svc.store.execute("UPDATE log SET tag = ? WHERE message_id = 'u1-m1'", (tag,))
+    port = free_port()
+    gw = Gateway(Reply(503, {"error": "down"}), port=port)
+    try:
+        worker = Worker(svc, providers(f"http://127.0.0.1:{port}/v1/messages", svc.store, clock,
+                                       failure_threshold=100),
+                        WorkerConfig(retry_base_s=60, retry_max_s=600))
+        worker.drain()
+        assert states(svc.store) == {"u1-m1": "queued"}
+        clock.set(at(11 + 5 / 60))  # 21:05: quiet hours began during the outage
+        gw.default = Reply(200, {"id": "gw-ok"})
+        n = len(gw.requests)
+        worker.drain()
+        if tag is None:
+            assert len(gw.requests) == n  # not sent in quiet hours
+            assert states(svc.store) == {"u1-m1": "failed"}
+            (failed,) = [r for r in log_rows(svc.store) if r["event"] == "failed"]
+            assert "quiet hours (21-8 h local) began while the message waited out a provider outage" in (
+                json.loads(failed["response"])["error"])
+        else:
+            assert refs(gw.requests[n:]) == {"u1-m1": 1}
+            assert states(svc.store) == {"u1-m1": "sent"}
+    finally:
+        gw.close()
+        svc.store.close()
