@@ -181,6 +181,9 @@ def hillstrom_feedback(outcome: Literal["visit", "conversion", "spend"] = "visit
     from omnisim.policies.uplift import TraitEncoder
 
     data = data if data is not None else load_hillstrom()
+    if outcome not in data.outcome.columns:
+        raise ValueError(f"outcome={outcome!r}: not an outcome of the Hillstrom data; expected one "
+                         f"of {', '.join(map(str, data.outcome.columns))}")
     action = data.treatment.map({a: i for i, a in enumerate(HILLSTROM_ACTIONS)}).to_numpy(np.int64)
     n = len(action)
     return BanditFeedback(

@@ -167,3 +167,18 @@ def test_interval_helpers_refuse_what_their_docstrings_call_errors():
     with pytest.raises(ValueError, match="at index 1"):
         wilson_ci([1, -1], [3, 3])
     assert np.isnan(wilson_ci(0, 0)[0])                         # documented: NaN, no error
+
+
+def test_fit_reward_model_takes_a_generator_and_hillstrom_names_its_outcomes():
+    from omnisim.bandit_data import hillstrom_feedback
+    from omnisim.policies.ope import fit_reward_model
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2))
+    a = rng.integers(0, 2, 60)
+    r = (rng.random(60) < 0.3).astype(float)
+    q = fit_reward_model(x, a, r, n_actions=2, random_state=np.random.default_rng(5))
+    again = fit_reward_model(x, a, r, n_actions=2, random_state=np.random.default_rng(5))
+    assert q.shape == (60, 2, 1) and np.array_equal(q, again)  # used to fail inside KFold
+    with pytest.raises(ValueError, match="outcome='clicks': not an outcome of the Hillstrom data; expected one of"):
+        hillstrom_feedback("clicks")

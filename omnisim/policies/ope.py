@@ -444,9 +444,12 @@ def estimate_all(
 def fit_reward_model(
     context: Any, action: Any, reward: Any, *, n_actions: int, position: Any = None,
     len_list: int = 1, model: Any = None, n_folds: int = 2, action_context: Any = None,
-    random_state: int = 0,
+    random_state: int | np.random.Generator = 0,
 ) -> np.ndarray:
     """Cross-fitted reward model ``q(x, a, k)`` for DM/DR: shape ``(n, n_actions, len_list)``.
+
+    ``random_state``: a seed or a ``numpy.random.Generator`` for the folds' shuffle (a
+    Generator gives a seed drawn from it).
 
     Features are ``[context, action features, one-hot slot]`` where action features are
     ``action_context[a]`` (shape ``(n_actions, d)``) or a one-hot of ``a``. Each round's
@@ -488,7 +491,9 @@ def fit_reward_model(
 
     q = np.empty((n, n_actions, len_list))
     combos = [(aa, kk) for aa in range(n_actions) for kk in range(len_list)]
-    folds = KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+    seed = (int(random_state.integers(2**31 - 1)) if isinstance(random_state, np.random.Generator)
+            else random_state)
+    folds = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for train, test in folds.split(x):
         m = clone(model)
         y = r[train]
