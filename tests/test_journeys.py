@@ -140,7 +140,10 @@ def test_wait_into_a_nonexistent_local_hour_lands_just_after_the_gap():
     now = datetime(2026, 3, 8, 5, 0, tzinfo=timezone.utc)  # 00:00 EST; 02:30 does not exist
     (d,) = _hour_journey(2.5).decide(make_context(now, "signup", timezone="America/New_York"), RNG)
     at = d.follow_ups[0].at
-    assert at > now and local_hour(at, "America/New_York") == 3.5
+    # the transition itself (02:00 EST becomes 03:00 EDT), not 03:30: the first instant
+    # the clock reads at least 02:30
+    assert at == datetime(2026, 3, 8, 7, 0, tzinfo=timezone.utc)
+    assert local_hour(at, "America/New_York") == 3.0
 
 
 def test_delay_then_local_hour_cart_abandon():

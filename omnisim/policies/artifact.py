@@ -433,11 +433,20 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
                             f"reads version {FORMAT_VERSION} (upgrade omnisim or re-export the policy)")
     _kind(str(body.get("kind")) if isinstance(body.get("kind"), str) else repr(body.get("kind")), f"{path}: ")
     claimed = body.pop("sha256", None)
-    actual = hashlib.sha256(_canonical(body)).hexdigest()
+    try:
+        actual = hashlib.sha256(_canonical(body)).hexdigest()
+    except ValueError as exc:  # NaN / Infinity: never written by export_policy
+        raise ArtifactError(f"{path}: not a policy artifact (it holds values that are not plain "
+                            f"JSON: {exc}); the artifact was modified or corrupted — re-export it") from None
     if claimed != actual:
         raise ArtifactError(f"{path}: checksum mismatch (file says {claimed}, contents hash to {actual}); "
                             "the artifact was modified or corrupted — re-export it")
     body["sha256"] = claimed
+    for key, kind in (("name", str), ("parameters", dict), ("files", dict)):
+        value = body.get(key) if key != "files" else body.get(key) or {}
+        if not isinstance(value, kind):
+            raise ArtifactError(f"{path}: not a policy artifact ({key!r}: expected "
+                                f"{'a string' if kind is str else 'a mapping'}, got {value!r:.60})")
     for role, f in (body.get("files") or {}).items():
         _payload(path, role, f)
     return body
@@ -473,8 +482,8 @@ def load_artifact(path: str | Path) -> Policy:
         policy = kind.load(manifest["parameters"], arrays, files)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    except OmnisimError:
-        raise
+    except OmnisimError as exc:  # e.g. a journey this omnisim no longer accepts
+        raise ArtifactError(f"{path}: the {kind.name} parameters do not build a policy ({exc})") from None
     except Exception as exc:
         raise ArtifactError(f"{path}: the {kind.name} parameters do not build a policy "
                             f"({type(exc).__name__}: {exc})") from None

@@ -14,7 +14,7 @@ the IANA name in :attr:`Context.timezone` (see :attr:`Context.local_now`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 from functools import cached_property
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -277,19 +277,47 @@ def local_hour(ts: datetime, timezone: str) -> float:
 
 
 def next_local_hour(ts: datetime, timezone: str, hour: float) -> datetime:
-    """The first UTC instant ``>= ts`` at which local time in ``timezone`` is ``hour``.
+    """The first UTC instant ``>= ts`` at which local time in ``timezone`` is ``hour``
+    (fractional hours, to the minute; a value that rounds to 24:00 means 00:00).
 
     DST-aware: on a day the local hour does not exist (spring forward) the instant just
-    after the gap is returned.
+    after the gap (the transition) is returned; on a day it occurs twice (fall back) the
+    first occurrence ``>= ts``.
     """
     zone = ZoneInfo(timezone)
     local = ts.astimezone(zone)
-    h, m = int(hour), int(round((hour - int(hour)) * 60))
+    h, m = divmod(round(hour * 60), 60)
+    h %= 24  # a time that rounds to 24:00 is 00:00
+    after = ts.replace(tzinfo=None) - ts.utcoffset()  # naive UTC
     for days in range(0, 3):
-        day = (local + timedelta(days=days)).date()
-        cand = datetime(day.year, day.month, day.day, h, m, tzinfo=zone)
-        # normalise through UTC so non-existent local times land after the gap
-        cand_utc = cand.astimezone(ts.tzinfo)
-        if cand_utc >= ts:
-            return cand_utc
+        day = local.date() + timedelta(days=days)
+        wall = datetime(day.year, day.month, day.day, h, m)
+        # offsets read with fold 0 / 1: equal on a normal day, fold 0's larger on a
+        # repeated (fall-back) local time, smaller on a skipped (spring-forward) one
+        before = zone.utcoffset(wall)
+        later = zone.utcoffset(datetime(day.year, day.month, day.day, h, m, fold=1))
+        if before < later:
+            candidates = (_gap_end(wall - later, wall - before, zone),)
+        else:
+            candidates = (wall - before, wall - later)
+        for cand in candidates:
+            if cand >= after:
+                out = cand.replace(tzinfo=dt_timezone.utc)
+                return out if ts.tzinfo is dt_timezone.utc else out.astimezone(ts.tzinfo)
     raise AssertionError("unreachable: a local hour recurs within three days")
+
+
+def _gap_end(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
+    """The naive-UTC instant in ``(lo, hi]`` at which ``zone`` leaves a spring-forward gap
+    (its UTC offset changes), to the second; ``lo`` / ``hi`` are naive UTC."""
+    def offset(t: datetime) -> timedelta:
+        return t.replace(tzinfo=dt_timezone.utc).astimezone(zone).utcoffset()
+
+    target = offset(hi)
+    while hi - lo > timedelta(seconds=1):
+        mid = (lo + (hi - lo) // 2).replace(microsecond=0)
+        if offset(mid) == target:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -18,7 +18,10 @@ What the journey relies on from the history (``Context.history``):
   journey's campaign by default (``own: false`` to match any campaign); the step that sent
   a message is in ``Decision.meta["step"]`` for the log, not in the history.
 - Conditions look at events strictly after the entry (``since: entry``) or after the
-  previous step ran (``since: step``).
+  previous step ran (``since: step``) — the triggering event does not count — and at the
+  journey's own message events (``own``) from that instant on: a step's message is sent
+  at the instant the step runs, so ``{event: sent, channel: email, negate: true}`` after
+  an email step sees it.
 - Exits: an event in ``exit_on`` (default ``purchase``, ``unsubscribed``) after entry ends
   the journey at its next step (a ``none`` decision with ``meta["exit"]``).
 - Re-entry: no entry while the journey sent a message within ``reentry_cooldown_h``
@@ -83,7 +86,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from omnisim.log import EVENTS
+from omnisim.log import CHANNELS as LOG_CHANNELS, EVENTS
 from omnisim.policies import _spec
 from omnisim.policies.base import (
     CHANNELS, NO_ACTION, Context, Decision, FollowUp, Policy, next_local_hour, no_message,
@@ -102,9 +105,10 @@ class JourneyError(_spec.SpecError):
 
 @dataclass(frozen=True)
 class Condition:
-    """``event`` (optionally on ``channel``) happened strictly after ``since`` — or, with
-    ``negate``, did not. ``own`` restricts to the journey's campaign (default: true for
-    message events, false for behaviour events)."""
+    """``event`` (optionally on ``channel``) happened after ``since`` — or, with ``negate``,
+    did not. ``own`` restricts to the journey's campaign (default: true for message events,
+    false for behaviour events). Strictly after, except that an own event at the instant
+    itself counts: the message a step sends goes out at the instant the step runs."""
 
     event: str
     since: str = "step"
@@ -116,7 +120,7 @@ class Condition:
         since = entered_at if self.since == "entry" else step_at
         own = self.own if self.own is not None else self.event in OWN_BY_DEFAULT
         found = any(
-            h.ts > since and h.event == self.event
+            (h.ts >= since if own else h.ts > since) and h.event == self.event
             and (self.channel is None or h.channel == self.channel)
             and (not own or h.campaign == campaign)
             for h in ctx.history)
@@ -378,13 +382,14 @@ class Journey:
         p = 1.0 - self.holdout_share
         name, journey = self.name, self.journey
         history = ctx.history
-        # newest first; everything at or before entry is irrelevant to exits and conditions
+        # newest first; everything before entry is irrelevant to exits and conditions (and
+        # at entry, to all but conditions on own messages)
         recent = []
         for h in reversed(history):
-            if h.ts <= entered_at:
+            if h.ts < entered_at:
                 break
             recent.append(h)
-        seen = {h.event for h in recent}
+        seen = {h.event for h in recent if h.ts > entered_at}
         for event in self.exit_on:
             if event in seen:
                 return [Decision(action=NO_ACTION, channel=NO_ACTION, propensity=p, policy=name,
@@ -395,8 +400,8 @@ class Journey:
             own = c.own if c.own is not None else c.event in OWN_BY_DEFAULT
             found = False
             for h in recent:
-                if h.ts <= since:
-                    break
+                if h.ts <= since and (h.ts < since or not own):
+                    break  # older than since (at since, only own messages count)
                 if h.event == c.event and (c.channel is None or h.channel == c.channel) and (
                         not own or h.campaign == journey):
                     found = True
@@ -515,6 +520,8 @@ def _validate(j: Journey) -> None:
                 raise _spec.fail(E, f"{p}.when[{k}].event", "an engagement-log event", c.event)
             if c.since not in SINCE:
                 raise _spec.fail(E, f"{p}.when[{k}].since", "entry or step", c.since)
+            if c.channel is not None and c.channel not in LOG_CHANNELS:
+                raise _spec.fail(E, f"{p}.when[{k}].channel", "one of " + ", ".join(LOG_CHANNELS), c.channel)
     if not 0.0 <= j.holdout_share <= 1.0:
         raise _spec.fail(E, f"{j.journey}.holdout_share", "a number in [0, 1]", j.holdout_share)
     if "journey_step" in j.triggers:
@@ -644,7 +651,7 @@ def _condition(spec: Any, path: str) -> Condition:
     c = _spec.check_keys(spec, {"event", "since", "channel", "own", "negate"}, path, E)
     return Condition(event=g(c, "event", str, path, E, choices=EVENTS),
                      since=g(c, "since", str, path, E, default="step", choices=SINCE),
-                     channel=g(c, "channel", str, path, E, default=None),
+                     channel=g(c, "channel", str, path, E, default=None, choices=LOG_CHANNELS),
                      own=g(c, "own", bool, path, E, default=None),
                      negate=g(c, "negate", bool, path, E, default=False))
 

@@ -55,6 +55,7 @@ from omnisim.policies.base import (
 from omnisim.policies.violations import ENGAGEMENT_EVENTS, count_violations
 
 CALENDARS = ("day", "week")
+_LOCAL_HOUR = "a local hour in [0, 24) (midnight is 0)"
 QUIET_ACTIONS = ("defer", "drop")
 
 
@@ -188,6 +189,10 @@ class QuietHours:
     def __post_init__(self) -> None:
         if self.action not in QUIET_ACTIONS:
             raise PressureRulesError(f"quiet_hours.action: expected defer or drop, got {self.action!r}")
+        for key in ("start_h", "end_h"):
+            value = getattr(self, key)
+            if not 0 <= value < 24:
+                raise _spec.fail(PressureRulesError, f"quiet_hours.{key}", _LOCAL_HOUR, value)
 
     def applies(self, channel: str) -> bool:
         return self.channels is None or channel in self.channels
@@ -445,8 +450,12 @@ def rules_from_dict(spec: Any, path: str = "") -> PressureRules:
         for j, ch in enumerate(chans or []):
             if ch not in CHANNELS:
                 raise _spec.fail(E, _spec.join(p, f"channels[{j}]"), "one of " + ", ".join(CHANNELS), ch)
+        hours = {k: g(q, k, float, p, E, minimum=0) for k in ("start_h", "end_h")}
+        for k, v in hours.items():
+            if v >= 24:
+                raise _spec.fail(E, _spec.join(p, k), _LOCAL_HOUR, v)
         quiet.append(QuietHours(
-            start_h=g(q, "start_h", float, p, E, minimum=0), end_h=g(q, "end_h", float, p, E, minimum=0),
+            **hours,
             action=g(q, "action", str, p, E, default="defer", choices=QUIET_ACTIONS),
             channels=tuple(chans) if chans is not None else None))
     escs = []
