@@ -36,10 +36,12 @@ Times: hours since the log's first row unless a name says otherwise.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -306,6 +308,7 @@ def _prepare(log: pd.DataFrame, users: pd.DataFrame | None, segment_by: str | No
     u["segment"] = u[col].astype(str).fillna("unknown") if col else "all"
     if "timezone" in u.columns:
         u["timezone"] = u["timezone"].astype(str).fillna("UTC")
+        _check_timezones(u)
     else:
         u["timezone"] = "UTC"
         notes.append("no timezone column in the users table: local hours are UTC hours")
@@ -332,6 +335,20 @@ def _prepare(log: pd.DataFrame, users: pd.DataFrame | None, segment_by: str | No
                      "as indicators over the window from the first decision to that time")
     return _Data(log=log, users=u, t0=t0, end_h=float(log["t_h"].max()), msgs=msgs,
                  collapsed=collapsed, notes=notes)
+
+
+def _check_timezones(u: pd.DataFrame) -> None:
+    """Raise :class:`CalibrationError` naming the first users-table row whose ``timezone``
+    is not an IANA name (the scenario and the engines need one: ``Europe/Paris``)."""
+    for tz in pd.unique(u["timezone"]):
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            row = int(np.flatnonzero((u["timezone"] == tz).to_numpy())[0])
+            raise CalibrationError(
+                f"users table row {row} (user_id {u['user_id'].iloc[row]!r}): timezone {tz!r} "
+                "is not an IANA timezone name; expected e.g. Europe/Paris or America/New_York "
+                "(leave it empty for UTC)") from None
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -481,11 +498,14 @@ def _fatigue_fit(d: _Data, base: Scenario, confidence: float) -> tuple[list[Esti
     fatigue_ok = (n_with_history >= 200 and np.isfinite(se[-2:]).all()
                   and se[-1] < 1.0 and th[-2] - z * se[-2] > -4.5)
     info["fatigue_identified"] = fatigue_ok
-    if not fatigue_ok:  # refit the rates without fatigue, P treated as fatigue-free
+    s_base = fz.response_strength if fz.enabled else 0.0
+    if not fatigue_ok:  # refit the rates with fatigue at the base values the scenario keeps
+        fixed = [math.log(s_base) if s_base > 0 else -30.0, math.log(fz.half_life_h)]
+
         def nll0(t: np.ndarray) -> float:
-            return nll(np.concatenate([t, [-30.0, th[-1]]]))
+            return nll(np.concatenate([t, fixed]))
         r0 = optimize.minimize(nll0, th[:2 * n_ch], method="L-BFGS-B", bounds=[(-9, 9)] * (2 * n_ch))
-        th = np.concatenate([r0.x, [-30.0, th[-1]]])
+        th = np.concatenate([r0.x, fixed])
         se = np.concatenate([_loglik_ci(r0.x, nll0, confidence), [np.nan, np.nan]])
         why = (f"{n_with_history} opens-at-risk with earlier sends" if n_with_history < 200
                else "the likelihood is flat in half-life/strength (CI unbounded)")
@@ -505,9 +525,10 @@ def _fatigue_fit(d: _Data, base: Scenario, confidence: float) -> tuple[list[Esti
             n = int((ch_idx == i).sum()) if name == "open_prob" else int(opened[ch_idx == i].sum())
             out.append(_est(f"channels.{ch}.{name}", special.expit(th[j]), lo, hi, n,
                             "MLE (rested user, peak hour, affinity 1" +
-                            (", fatigue fitted jointly)" if fatigue_ok else ", no fatigue)")))
+                            (", fatigue fitted jointly)" if fatigue_ok
+                             else ", fatigue at the base scenario's values)")))
     info["half_life_h"] = math.exp(th[-1]) if fatigue_ok else fz.half_life_h
-    info["strength"] = math.exp(th[-2]) if fatigue_ok else 0.0
+    info["strength"] = math.exp(th[-2]) if fatigue_ok else s_base
     return out, info
 
 
@@ -534,9 +555,11 @@ def _unsubscribe_fit(d: _Data, base: Scenario, half_life_h: float, confidence: f
     n_users = int(users_sel.max()) + 1
     nc = len(chans)
 
+    g_base = base.fatigue.unsubscribe_gain if base.fatigue.enabled else 0.0
+
     def nll(theta: np.ndarray, gain_on: bool = True) -> float:
         base_p = special.expit(theta[:nc])[ch_idx]
-        g = math.exp(theta[nc]) if gain_on else 0.0
+        g = math.exp(theta[nc]) if gain_on else g_base
         p = np.clip(base_p[:, None] * (1 + g * P[:, None] / tols[None, :]), 1e-12, 1 - 1e-12)
         ll = np.where(y[:, None], np.log(p), np.log1p(-p))
         per_user = np.zeros((n_users, len(tols)))
@@ -546,19 +569,20 @@ def _unsubscribe_fit(d: _Data, base: Scenario, half_life_h: float, confidence: f
     z = z_value(confidence)
     raw = np.array([max(y[ch_idx == i].mean(), 1e-5) for i in range(nc)])
     gain_ok = n_unsub >= 30 and (P > 0.5).sum() >= 200
+    why = f"{n_unsub} unsubscribes (need >= 30 with pressure varying)"
     if gain_ok:
         res = optimize.minimize(nll, np.concatenate([special.logit(raw / 1.5), [0.0]]),
                                 method="L-BFGS-B", bounds=[(-14, 0)] * nc + [(-6, 4)])
         th = res.x
         se = _loglik_ci(th, nll, confidence)
         gain_ok = bool(np.isfinite(se[nc]) and se[nc] < 1.5)
+        why = f"{n_unsub} unsubscribes: the likelihood is flat in the gain (CI unbounded)"
     if gain_ok:
         out.append(_est("fatigue.unsubscribe_gain", math.exp(th[nc]), math.exp(th[nc] - z * se[nc]),
                         math.exp(th[nc] + z * se[nc]), int(sel.sum()),
                         "MLE of unsubscribes given pressure before each delivered message"))
-    else:
-        out.append(_default("fatigue.unsubscribe_gain",
-                            f"{n_unsub} unsubscribes (need >= 30 with pressure varying)"))
+    else:  # the base probabilities under the base gain the scenario keeps
+        out.append(_default("fatigue.unsubscribe_gain", why))
         res = optimize.minimize(lambda t: nll(np.concatenate([t, [0.0]]), False), special.logit(raw),
                                 method="L-BFGS-B", bounds=[(-14, 0)] * nc)
         th = np.concatenate([res.x, [0.0]])
@@ -576,7 +600,8 @@ def _unsubscribe_fit(d: _Data, base: Scenario, half_life_h: float, confidence: f
                         special.expit(th[i] - z * se[i]) if np.isfinite(se[i]) else 0.0,
                         special.expit(th[i] + z * se[i]) if np.isfinite(se[i]) else 1.0, n,
                         "MLE per delivered message, rested user" +
-                        (" (pressure gain fitted jointly)" if gain_ok else " (no pressure gain)")))
+                        (" (pressure gain fitted jointly)" if gain_ok
+                         else f" (pressure gain at the base value {g_base:g})")))
     for c in MSG_CHANNELS:
         if c not in chans:
             out.append(_default(f"channels.{c}.unsubscribe_prob", f"no delivered {c} messages"))
@@ -927,6 +952,9 @@ def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
     if fz.enabled:
         P_t = np.exp2(-t_grid / fz.half_life_h)  # pressure of one email (weight applied below)
     sends = wo[wo["action"] != "none"]
+    prof = np.array(pop["activity"].tolist())
+    rel_prof = prof / prof.max(axis=1, keepdims=True)                  # (N, 24)
+    tz_of = d.users.set_index("user_id")["timezone"]
     for a, g in sends.groupby("action"):
         ch = str(g["channel"].iloc[0])
         if ch not in MSG_CHANNELS:
@@ -938,9 +966,11 @@ def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
         else:
             f_act = np.ones(N)
         s_no = p_no_visit(lam_i, f_act).mean()
-        prof = np.array(pop["activity"].tolist())
-        hour = int((d.t0 + pd.to_timedelta(float(g["t_h"].iloc[0]), unit="h")).hour)
-        a_rel = prof[:, hour % 24] / prof.max(axis=1)
+        # activity relative to peak at each decision's *local* hour (the user's timezone),
+        # averaged over the action's decisions: w_h = share of its sends in local hour h
+        tz = g["user_id"].map(tz_of).fillna("UTC").to_numpy()
+        w_h = np.bincount(_local_hours(g["t_h"].to_numpy(float), d.t0, tz), minlength=24) / len(g)
+        a_rel = rel_prof @ w_h
         aff = pop[f"affinity_{ch}"].to_numpy()
         factor = float(np.mean(aff * aff * ((1 - params.timing_weight) + params.timing_weight * a_rel)))
         factor *= 1.0 - params.bounce_prob - params.fail_prob  # only delivered mails are read
@@ -971,6 +1001,10 @@ def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
 
 # ----------------------------------------------------------------------------- apply
 
+#: ``population.segments[<name>].<key>[.<sub>]``; the name may contain dots (``v1.2``)
+_SEG_KEY = re.compile(r"^population\.segments\[(.*)\]\.([^\]]+)$")
+
+
 def _apply(base: Scenario, estimates: list[Estimate], segments: list[str]) -> Scenario:
     """The base scenario with every estimated / derived value set."""
     seg_specs = {s.name: s for s in base.population.segments}
@@ -980,16 +1014,17 @@ def _apply(base: Scenario, estimates: list[Estimate], segments: list[str]) -> Sc
     for e in estimates:
         if e.status == "default" or e.value is None:
             continue
-        parts = e.key.split(".")
-        if parts[0] == "population" and parts[1].startswith("segments["):
-            name = parts[1][len("segments["):-1]
+        seg_key = _SEG_KEY.match(e.key)  # segment names may hold dots: "v1.2"
+        if seg_key:
+            name, sub = seg_key.group(1), seg_key.group(2).split(".")
             targets = segments if name == "*" else [name]
             for t in targets:
-                if len(parts) == 3:
-                    seg_over.setdefault(t, {})[parts[2]] = e.value
+                if len(sub) == 1:
+                    seg_over.setdefault(t, {})[sub[0]] = e.value
                 else:
-                    seg_over.setdefault(t, {}).setdefault(parts[2], {})[parts[3]] = e.value
+                    seg_over.setdefault(t, {}).setdefault(sub[0], {})[sub[1]] = e.value
         else:
+            parts = e.key.split(".")
             node = top
             for p in parts[:-1]:
                 node = node.setdefault(p, {})

@@ -18,7 +18,8 @@
 ``email_check_median_h``    median hours from "active" to reading an email [h]
 ``is_new``                  signs up during the horizon (bool)
 ``signup_offset_h``         signup time relative to the scenario start [h]; < 0: before
-``last_visit_days_ago``     days since the last visit at the start (existing users) [day]
+``last_visit_days_ago``     days since the last visit (or the sign-up, if later) at the start
+                            (existing users; 0 for new ones) [day]
 ==========================  ============================================================
 
 Trait distributions per segment: affinities gamma with mean ``affinity[ch]`` and
@@ -202,7 +203,8 @@ def sample_population(spec: PopulationSpec, n_users: int, rng: np.random.Generat
         **{f"affinity_{ch}": n_ch[ch] for ch in MSG_CHANNELS},
         **floats,
         "is_new": is_new, "signup_offset_h": signup,
-        "last_visit_days_ago": np.minimum(last_visit, spec.tenure_max_days),
+        # time since the last visit *or* the sign-up, whichever is later: never before sign-up
+        "last_visit_days_ago": np.minimum(last_visit, np.maximum(-signup, 0.0) / 24.0),
     })
     df["user_id"] = df["user_id"].astype("string")
     df["segment"] = df["segment"].astype("string")

@@ -12,6 +12,7 @@ copy; nested dataclass fields take dicts that are merged into the current values
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -181,8 +182,11 @@ def _coerce(value: Any, tp: Any, path: str, meta: Mapping[str, Any]) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or value != value or not _in_range(float(value), meta):
-            raise _bad(path, tp, meta, value)
+                or not math.isfinite(value) or not _in_range(float(value), meta):
+            err = _bad(path, tp, meta, value)
+            if isinstance(value, float) and math.isinf(value):  # YAML .inf: say "finite"
+                err = ScenarioError(str(err).replace("expected a number", "expected a finite number"))
+            raise err
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -249,10 +253,24 @@ def _finish(sc: Scenario, source: str) -> Scenario:
                     raise ScenarioError(f"{p}.activity: unknown profile {seg.activity!r}; "
                                         f"expected one of {', '.join(ACTIVITY_PROFILES)} "
                                         "or a list of 24 probabilities")
-            elif len(seg.activity) != 24 or not all(0 <= a <= 1 for a in seg.activity) \
-                    or max(seg.activity) <= 0:
+            elif len(seg.activity) != 24:
                 raise ScenarioError(f"{p}.activity: expected 24 probabilities in [0, 1] "
                                     f"(not all 0), got {len(seg.activity)} values")
+            else:
+                for h, a in enumerate(seg.activity):
+                    if not 0 <= a <= 1:
+                        raise ScenarioError(f"{p}.activity[{h}]: expected a probability in "
+                                            f"[0, 1] (local hour {h}), got {a!r}")
+                if max(seg.activity) <= 0:
+                    raise ScenarioError(f"{p}.activity: expected 24 probabilities in [0, 1] "
+                                        "(not all 0), got all 0")
+        for ch in ("email", "sms", "push"):
+            cp = sc.channels.get(ch)
+            if cp.bounce_prob + cp.fail_prob > 1:
+                raise ScenarioError(
+                    f"channels.{ch}: bounce_prob + fail_prob = {cp.bounce_prob:g} + "
+                    f"{cp.fail_prob:g} = {cp.bounce_prob + cp.fail_prob:g}; expected at most 1 "
+                    "(they are exclusive outcomes of a send; the rest is delivered)")
         names = [s.name for s in segs]
         if len(set(names)) != len(names):
             raise ScenarioError(f"population.segments: duplicate segment names in {names}")
