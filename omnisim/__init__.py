@@ -4,8 +4,10 @@ The public API is listed in ``__all__``. Heavy parts (engines, learning, Dask, O
 imported on first use, so ``import omnisim`` and the command line stay quick.
 """
 
+import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from types import ModuleType
 from typing import Any
 
 try:
@@ -58,7 +60,35 @@ __all__ = [
 ]
 
 
+#: Public functions named like the submodule they live in: ``omnisim.sweep`` / ``omnisim.tune``
+#: is that submodule, made callable as the function (``omnisim.sweep(...)``,
+#: ``omnisim.tune.load_tune_config``), whichever was imported first.
+_CALLABLE_MODULES = ("sweep", "tune")
+
+
+class _CallableModule(ModuleType):
+    """A submodule that calls its namesake function when called."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(ModuleType):
+    """``omnisim`` itself: the import system's ``setattr(omnisim, "sweep", <module>)`` (on the
+    first ``import omnisim.sweep``) makes that submodule callable instead of hiding the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CALLABLE_MODULES and type(value) is ModuleType:
+            value.__class__ = _CallableModule
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
+    if name in _CALLABLE_MODULES:
+        return import_module(f"omnisim.{name}")  # the import sets it (callable), see _Package
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -103,11 +103,12 @@ def _dumps(o) -> str:
 @_days_opt
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same log).")
 @click.option("--log", "log_out", type=click.Path(path_type=Path), default=None,
-              help="Write the engagement log here (.parquet or .csv); users table next to it.")
+              help="Write the engagement log here (.parquet, .csv or .csv.gz); the users table next to it "
+                   "as <stem>_users.parquet, where `ope` and `policy train` find it.")
 @click.option("--log-dir", "log_dir", type=click.Path(path_type=Path), default=None,
               help="Fast engine, for large runs: write the log as Parquet parts in this folder and "
                    "score it one chunk of 50,000 users at a time (the whole log is never in "
-                   "memory); users table next to the folder.")
+                   "memory); users table next to the folder (<folder>_users.parquet).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_engine_opt
@@ -145,7 +146,9 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
             from omnisim.log import write_log
 
             write_log(r.log, log_out)
-        users_path = target.with_name(target.name.split(".")[0] + "_users.parquet")
+        from omnisim.datasets import users_path_for  # where `ope`, `policy train` look for it
+
+        users_path = users_path_for(target)
         r.users.to_parquet(users_path, index=False)
         m["log"], m["users_table"] = str(target), str(users_path)
     if as_json:
@@ -158,7 +161,7 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
 @main.command("compare")
 @_scenario_opt
 @click.option("--policies", default="seed_journey+pressure,blast,email_only", show_default=True,
-              help="Comma-separated policy names or YAML files.")
+              help="Comma-separated policy names, policy YAML files or artifacts (.json).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Number of seeds (0..K-1); every policy runs on the same seeds.")
 @_users_opt
@@ -186,10 +189,12 @@ def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, d
             "overload_rate", "cap_violations", "quiet_hour_violations"]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         for m in show:
-            click.echo(f"\n{m} (mean [95% CI] over {seeds} seeds)")
+            click.echo(f"\n{m} (mean [95% CI] over {seeds} seeds)" if seeds > 1 else
+                       f"\n{m} (one seed: no confidence interval; use --seeds 2 or more)")
             for _, row in table.iterrows():
-                click.echo(f"  {row['policy']:<28} {row[m + '_mean']:>10.4g}  "
-                           f"[{row[m + '_low']:.4g}, {row[m + '_high']:.4g}]")
+                ci = ("" if np.isnan(row[m + "_low"]) else
+                      f"  [{row[m + '_low']:.4g}, {row[m + '_high']:.4g}]")
+                click.echo(f"  {row['policy']:<28} {row[m + '_mean']:>10.4g}{ci}")
 
 
 @main.command("policies")

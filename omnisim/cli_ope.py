@@ -83,9 +83,12 @@ def ope(log_path: Path, users_path: Path | None, policy_spec: str, estimators: s
     """Estimate a policy's mean reward per decision from another policy's logged decisions."""
     from omnisim.policies.ope_log import channel_of_action, evaluate_policy
 
+    names = [e.strip() for e in estimators.split(",") if e.strip()]
+    if not names:
+        raise click.BadParameter(f"{estimators!r} names no estimator; expected a comma-separated list "
+                                 f"of ips, snips, dm, dr, sndr, switch_dr", param_hint="--estimators")
     log, users = read_log_and_users(log_path, users_path)
     policy = resolve_policy(policy_spec)
-    names = [e.strip() for e in estimators.split(",") if e.strip()]
     table = evaluate_policy(log, policy, users, estimators=names, reward=reward, alpha=alpha,
                             window_h=window_h, seed=seed, mc_draws=mc_draws,
                             action_map=channel_of_action if channel_level else None)

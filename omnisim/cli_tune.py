@@ -40,7 +40,8 @@ def tune(config: Path, scheduler: str | None, n_workers: int, out: Path, trials:
     res = run(cfg, scheduler=scheduler, n_workers=n_workers, storage=storage, trials=trials, progress=progress)
     path = export_tuned(res, out, require_significant=require_significant)
     click.echo(res.summary)
-    for p, v in (res.winner_params or {}).items():
-        click.echo(f"  {p:<40} {res.base_params.get(p)!r} -> {v!r}")
-    holds = "the tuned winner" if res.exports_winner(require_significant) else "the starting policy"
+    exported = res.exports_winner(require_significant)
+    for p, v in (res.winner_params or {}).items():  # the artifact has the start's values unless exported
+        click.echo(f"  {p:<40} {res.base_params.get(p)!r} -> {v!r}" + ("" if exported else "  (not exported)"))
+    holds = "the tuned winner" if exported else "the starting policy"
     click.echo(f"artifact: {path} ({holds})")

@@ -7,6 +7,7 @@ and world randomness (common random numbers) and differences are not sampling no
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -15,8 +16,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from omnisim.errors import OmnisimError
 from omnisim.metrics import combine_metrics, log_metrics
 from omnisim.stats import mean_ci
+
+
+class ExperimentError(OmnisimError, ValueError):
+    """Bad arguments to an experiment (no policy, duplicate seeds or policies); says which."""
+
 
 #: Metrics summarised by :func:`compare`, in display order.
 SUMMARY_METRICS: tuple[str, ...] = (
@@ -131,23 +138,60 @@ def run_one(scenario, policy, seed: int, *, n_users: int | None = None, days: fl
     return RunResult(policy.name, seed, res.log, res.users, metrics)
 
 
+def _check_seeds(seeds: int | Sequence[int]) -> list[int]:
+    """``seeds`` as a list: a count K >= 1 gives 0..K-1; a list must be distinct integers
+    (a repeated seed would count one replicate twice in the CIs over seeds)."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ExperimentError(f"seeds: expected a count >= 1 or a list of seeds, got {seeds!r}")
+        return list(range(int(seeds)))
+    out = list(seeds)
+    if not out or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in out):
+        raise ExperimentError(f"seeds: expected a count >= 1 or a non-empty list of integers, got {seeds!r}")
+    dup = sorted({int(s) for s in out if out.count(s) > 1})
+    if dup:
+        raise ExperimentError(f"seeds: {dup} given more than once in {out}; every seed is one replicate")
+    return [int(s) for s in out]
+
+
+def policy_labels(specs: Sequence, policies: Sequence) -> list[str]:
+    """One distinct label per policy: its name, or ``"<name> [<spec>]"`` where two policies
+    share a name (e.g. ``blast+pressure`` and a tuned artifact of it), so their runs are
+    never pooled into one row. The same spec given twice is an :class:`ExperimentError`."""
+    names = [str(p.name) for p in policies]
+    labels = [n if names.count(n) == 1 else
+              (f"{n} [{s}]" if isinstance(s, (str, Path)) else f"{n} #{i + 1}")
+              for i, (n, s) in enumerate(zip(names, specs))]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ExperimentError(f"policies: {dup[0]} is given more than once; list each policy once")
+    return labels
+
+
 def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_users: int | None = None,
              days: float | None = None, progress: bool = True, keep_logs: bool = False,
              engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
-    """Every policy on every seed with ``engine``; one row per run with its metrics (flat columns)."""
+    """Every policy on every seed with ``engine``; one row per run with its metrics (flat columns).
+
+    ``policy`` is the policy's name, or ``"<name> [<spec>]"`` when two policies share a name
+    (:func:`policy_labels`)."""
     get_engine(engine)  # fail early on an unknown engine
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seeds = _check_seeds(seeds)
+    specs = list(policies)
+    if not specs:
+        raise ExperimentError("policies: expected at least one policy name, file or object")
     scenario = _resolve_scenario(scenario)
-    policies = [_resolve_policy(p) for p in policies]
+    policies = [_resolve_policy(p) for p in specs]
+    labels = policy_labels(specs, policies)
     rows, logs = [], {}
     bar = tqdm(total=len(policies) * len(seeds), desc="simulating", unit="run", disable=not progress)
     for seed in seeds:
-        for pol in policies:
+        for pol, label in zip(policies, labels):
             r = run_one(scenario, pol, seed, n_users=n_users, days=days, engine=engine)
             flat = {k: v for k, v in r.metrics.items() if not isinstance(v, dict)}
-            rows.append({"policy": r.policy, "seed": seed, **flat})
+            rows.append({"policy": label, "seed": seed, **flat})
             if keep_logs:
-                logs[(r.policy, seed)] = (r.log, r.users)
+                logs[(label, seed)] = (r.log, r.users)
             bar.update()
     bar.close()
     runs = pd.DataFrame(rows)
@@ -160,7 +204,9 @@ def summarize_runs(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS,
                    confidence: float = 0.95, by: Sequence[str] = ("policy",)) -> pd.DataFrame:
     """One row per group of ``by`` (default: per policy; a sweep: ``["scenario", "policy"]``):
     ``seeds`` (distinct seeds of its finished runs) and, for each metric, ``<m>_mean``,
-    ``<m>_low``, ``<m>_high`` over seeds (Student t, ``confidence``).
+    ``<m>_low``, ``<m>_high`` over seeds (Student t, ``confidence``). The seed is the unit:
+    a group's runs on one seed are averaged first, and with fewer than two seeds the
+    interval is NaN (no spread can be estimated).
 
     Failed sweep runs (an ``error``, :func:`omnisim.sweep.sweep`) are left out of the
     statistics; when there are any, a ``failed`` column counts them per group."""
@@ -175,9 +221,18 @@ def summarize_runs(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS,
             row["failed"] = int(failed.loc[grp.index].sum())
         for m in metrics:
             if m in ok:
-                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(ok[m], confidence)
+                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = _ci_over_seeds(ok, m, confidence)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _ci_over_seeds(runs: pd.DataFrame, metric: str, confidence: float) -> tuple[float, float, float]:
+    """Mean and CI of ``metric`` over seeds: one value per seed (the mean of that seed's
+    runs), NaN bounds with fewer than two finite seed values."""
+    per_seed = pd.to_numeric(runs[metric], errors="coerce").groupby(runs["seed"]).mean()
+    finite = per_seed[np.isfinite(per_seed.to_numpy(float))]
+    mean, low, high = mean_ci(finite, confidence)
+    return (mean, low, high) if len(finite) >= 2 else (mean, math.nan, math.nan)
 
 
 def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_users: int | None = None,
@@ -185,9 +240,11 @@ def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_u
             engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
     """Compare policies on a scenario: one row per policy, each metric's mean and CI over seeds.
 
-    ``policies`` are names (see ``omnisim.policies.registry.list_policies``), policy objects
-    or paths to policy YAML files; ``engine`` is ``fast`` (default) or ``simpy``. The per-run
-    table is kept in ``result.attrs["runs"]``.
+    ``policies`` are names (see ``omnisim.policies.registry.list_policies``), policy objects,
+    paths to policy YAML files or artifacts (``.json``); two that share a policy name are
+    labelled ``"<name> [<spec>]"``. ``seeds`` is a count (0..K-1) or a list of distinct seeds;
+    the intervals are over seeds (NaN with one seed). ``engine`` is ``fast`` (default) or
+    ``simpy``. The per-run table is kept in ``result.attrs["runs"]``.
     """
     runs = run_grid(scenario, policies, seeds, n_users=n_users, days=days, progress=progress,
                     engine=engine)

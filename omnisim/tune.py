@@ -361,8 +361,11 @@ class Tunable:
         return d.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
 
     def extremes(self) -> list[Any]:
-        """The values validated against the policy: the bounds, or every choice."""
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+        """The values validated against the policy: the bounds as the sampler draws them
+        (floats for a ``float`` range, even with whole-number bounds), or every choice."""
+        if self.kind == "choice":
+            return list(self.choices)
+        return [float(self.low), float(self.high)] if self.kind == "float" else [int(self.low), int(self.high)]
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (the manifest's ``search_space`` entries)."""
@@ -528,7 +531,8 @@ class Constraint:
         return "baseline" in self.rhs.names
 
     def violation(self, metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> float:
-        """``lhs - rhs`` for ``<=``, ``rhs - lhs`` for ``>=`` (feasible when <= 0; NaN → +inf)."""
+        """``lhs - rhs`` for ``<=``/``<``, ``rhs - lhs`` for ``>=``/``>`` (feasible when <= 0;
+        NaN → +inf; equality under ``<``/``>`` → the least positive float, i.e. violated)."""
         extra = {}
         if self.uses_baseline:
             if baseline is None:
@@ -536,7 +540,10 @@ class Constraint:
             extra["baseline"] = self.lhs(baseline)
         a, b = self.lhs(metrics), self.rhs(metrics, **extra)
         v = a - b if self.op in ("<=", "<") else b - a
-        return math.inf if not math.isfinite(v) else float(v)
+        if not math.isfinite(v):
+            return math.inf
+        # a strict comparison that holds with equality is violated (by the least positive float)
+        return math.ulp(0.0) if v == 0 and self.op in ("<", ">") else float(v)
 
 
 def volume_formulation(engagement: str = "clicks", target: str = ">= 0.95 * baseline",
@@ -729,15 +736,16 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _evaluate(cfg: TuneConfig, docs: Sequence[Mapping[str, Any]], seeds: Sequence[int], scheduler: Any,
-              evaluator: Evaluator | None) -> list[list[dict[str, float]]]:
-    """Metrics of every document on every seed: ``out[i][j]`` = doc ``i`` on ``seeds[j]``."""
+              evaluator: Evaluator | None, progress: bool = False) -> list[list[dict[str, float]]]:
+    """Metrics of every document on every seed: ``out[i][j]`` = doc ``i`` on ``seeds[j]``
+    (``progress``: a bar over the simulation runs)."""
     if evaluator is not None:
         return [[_numeric(evaluator(d, s)) for s in seeds] for d in docs]
     from omnisim.sweep import sweep, sweep_tasks
 
     tasks = sweep_tasks({cfg.scenario.name: cfg.scenario}, [dict(d) for d in docs], list(seeds),
                         n_users=cfg.n_users, days=cfg.days, engine=cfg.engine)
-    table = sweep(None, [], tasks=tasks, scheduler=scheduler, progress=False)
+    table = sweep(None, [], tasks=tasks, scheduler=scheduler, progress=progress)
     rows = table.sort_values("run_id").to_dict("records")
     k = len(seeds)
     return [[_numeric({m: r[m] for m in r if m not in ("run_id", "seed")}) for r in rows[i * k:(i + 1) * k]]
@@ -839,8 +847,16 @@ class TuneResult:
         }
 
 
+def _interval(values: Sequence[float] | np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """``(mean, low, high)`` over seeds (Student t); NaN bounds with fewer than two finite
+    values, where no interval exists (never read as significant)."""
+    x = np.asarray(values, dtype=float)
+    m, lo, hi = mean_ci(x, confidence)
+    return (m, lo, hi) if np.isfinite(x).sum() >= 2 else (m, math.nan, math.nan)
+
+
 def _ci_block(values: Sequence[float] | np.ndarray, confidence: float) -> dict[str, float | None]:
-    m, lo, hi = mean_ci(np.asarray(values, dtype=float), confidence)
+    m, lo, hi = _interval(values, confidence)
     return {"mean": _json_num(m), "low": _json_num(lo), "high": _json_num(hi)}
 
 
@@ -851,7 +867,11 @@ def _storage_url(storage: str | None) -> str | None:
     if "://" in storage:
         return storage
     p = Path(storage).resolve()
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TuneError(f"storage {storage}: cannot create its folder ({exc.strerror}); "
+                        f"expected a writable SQLite file path or a database URL") from None
     return f"sqlite:///{p}"
 
 
@@ -897,7 +917,7 @@ def tune(config: TuneConfig | str | Path | Mapping[str, Any], *, scheduler: Any 
              "search_objective": t.value, "feasible_in_search": _feasible(t)}
             for t in _ranked(study, sign)[: cfg.top_k]]
         docs = [cfg.policy] + [apply_params(cfg.policy, c["params"]) for c in cands[1:]]
-        fresh = _evaluate(cfg, docs, cfg.fresh_seeds, sched, evaluator)
+        fresh = _evaluate(cfg, docs, cfg.fresh_seeds, sched, evaluator, progress)
     return _reevaluate(cfg, name, url, trials_table(study), base_params, base_mean, cands, fresh)
 
 
@@ -914,8 +934,15 @@ def _open_study(cfg: TuneConfig, name: str, url: str | None, n_trials: int) -> A
         constraints_func=_constraints_func if cfg.constraints and not native else None)
     pruner = (_feasible_median_pruner(max(2, startup // 2))
               if cfg.prune_rounds > 1 and len(cfg.seeds) > 1 else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=name, storage=url, direction=cfg.direction, sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = optuna.create_study(study_name=name, storage=url, direction=cfg.direction, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+    except (ImportError, OSError, ValueError, SQLAlchemyError) as exc:  # bad URL, no driver, not a database
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TuneError(f"storage {url}: cannot open the study database ({reason}); expected a "
+                        f"writable SQLite file path or a database URL whose driver is installed") from None
     fp = cfg.fingerprint()
     if study.user_attrs.get("omnisim_fingerprint", fp) != fp:
         raise TuneError(f"study {name!r} in {url} was started with a different search space, objective, "
@@ -940,7 +967,7 @@ def _search(study: Any, cfg: TuneConfig, n_trials: int, sched: Any, evaluator: E
     if "baseline" in study.user_attrs:
         base_mean = _mean(_from_attr(study.user_attrs["baseline"]))
     else:
-        base_seeds = _evaluate(cfg, [cfg.policy], cfg.seeds, sched, evaluator)[0]
+        base_seeds = _evaluate(cfg, [cfg.policy], cfg.seeds, sched, evaluator, progress)[0]
         study.set_user_attr("baseline", _to_attr(base_seeds))
         base_mean = _mean(base_seeds)
     cache = {_key(t.params): _from_attr(t.user_attrs["per_seed"])
@@ -1030,7 +1057,7 @@ def _reevaluate(cfg: TuneConfig, name: str, url: str | None, trials: pd.DataFram
     else:
         win = fresh[best_i]
         win_obj = np.array([cfg.objective(m) for m in win])
-        improvement = mean_ci(win_obj - base_obj, conf)
+        improvement = _interval(win_obj - base_obj, conf)
         significant = bool(improvement[1] > 0) if sign > 0 else bool(improvement[2] < 0)
         winner_params, winner_trial = cands[best_i]["params"], cands[best_i]["trial"]
         metric_cis["winner"] = block(win, win_obj)
@@ -1039,7 +1066,8 @@ def _reevaluate(cfg: TuneConfig, name: str, url: str | None, trials: pd.DataFram
         m, lo, hi = improvement
         verdict = ("beats the starting policy significantly" if significant else
                    "does not beat the starting policy significantly (its interval includes 0): "
-                   "no candidate beats it significantly")
+                   "no candidate beats it significantly" if math.isfinite(lo) else
+                   "cannot be called significant: an interval needs at least 2 fresh seeds")
         summary = (f"Winner: trial {winner_trial} {winner_params}; {cfg.objective.text} "
                    f"{'+' if m >= 0 else ''}{m:.4g} vs the start [{conf:.0%} CI {lo:.4g}, {hi:.4g}] over "
                    f"{len(cfg.fresh_seeds)} fresh seeds (paired); it {verdict}.")
