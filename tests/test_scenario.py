@@ -70,6 +70,18 @@ BAD = [
      r"population\.segments: expected a list of SegmentSpecs"),
     ("- 1\n- 2\n", r"expected a mapping of scenario keys at the top level, got list"),
     ("channels: {email: {open_prob: 0.2\n", r"not valid YAML"),
+    # review fixes: infinite numbers, bounce + fail > 1, the bad activity hour named
+    ("days: .inf\n", r"days: expected a finite number > 0, got inf"),
+    ("fatigue:\n  half_life_h: .inf\n", r"fatigue\.half_life_h: expected a finite number > 0, got inf"),
+    ("population:\n  segments:\n    - name: a\n      visit_rate_per_day: .inf\n",
+     r"population\.segments\[0\]\.visit_rate_per_day: expected a finite number >= 0, got inf"),
+    ("population:\n  segments:\n    - name: a\n      timezones: {UTC: .inf}\n",
+     r"population\.segments\[0\]\.timezones\.UTC: expected a finite number >= 0, got inf"),
+    ("channels:\n  email: {bounce_prob: 0.8, fail_prob: 0.5}\n",
+     r"channels\.email: bounce_prob \+ fail_prob = 0\.8 \+ 0\.5 = 1\.3; expected at most 1"),
+    ("population:\n  segments:\n    - name: a\n      activity: [" + ", ".join(["0.5"] * 23) + ", 1.5]\n",
+     r"population\.segments\[0\]\.activity\[23\]: expected a probability in \[0, 1\] "
+     r"\(local hour 23\), got 1\.5"),
 ]
 
 

@@ -6,8 +6,7 @@ import pytest
 
 from omnisim.tune import Constraint, TuneError, load_tune_config, tune
 
-BASE = {"policy": "blast", "pressure": {"caps": [{"max": 1, "window_h": 84}]}}
-PATH = "pressure.caps[0].window_h"
+from test_tune import config as tune_config  # this folder: the same study
 
 
 def world(doc, seed):
@@ -17,11 +16,8 @@ def world(doc, seed):
 
 
 def config(**over):
-    base = {"policy": BASE, "tunables": {PATH: {"low": 12, "high": 336, "log": True}},
-            "objective": "revenue", "trials": 4, "seeds": 2, "fresh_seeds": 3, "top_k": 1,
-            "sampler_seed": 0}
-    base.update(over)
-    return load_tune_config(base)
+    """``test_tune``'s study, smaller: 4 trials on 2 seeds, 3 fresh seeds, the top 1."""
+    return tune_config(**{"trials": 4, "seeds": 2, "fresh_seeds": 3, "top_k": 1, **over})
 
 
 def test_whole_number_float_range_on_an_integer_key_fails_before_any_run():
