@@ -168,7 +168,8 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
 @_days_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON records.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Also write the comparison table (.csv) and the per-run table next to it.")
+              help="Also write the comparison table (.csv, or .parquet) and the per-run table "
+                   "next to it (<name>_runs with the same suffix).")
 @_engine_opt
 def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, days: float | None,
                 as_json: bool, out: Path | None, engine: str) -> None:
@@ -180,8 +181,15 @@ def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, d
                     engine=engine)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
-        table.attrs["runs"].to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
+        runs = table.attrs["runs"]
+        if out.suffix.lower() in (".parquet", ".pq"):
+            summary = table.copy()
+            summary.attrs = {}  # the runs table lives in attrs: written on its own below
+            summary.to_parquet(out, index=False)
+            runs.to_parquet(out.with_name(out.stem + "_runs" + out.suffix), index=False)
+        else:
+            table.to_csv(out, index=False)
+            runs.to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
     if as_json:
         click.echo(_dumps(table.to_dict(orient="records")))
         return

@@ -177,7 +177,7 @@ def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_user
     (:func:`policy_labels`)."""
     get_engine(engine)  # fail early on an unknown engine
     seeds = _check_seeds(seeds)
-    specs = list(policies)
+    specs = [policies] if isinstance(policies, (str, Path)) else list(policies)  # one policy
     if not specs:
         raise ExperimentError("policies: expected at least one policy name, file or object")
     scenario = _resolve_scenario(scenario)

@@ -377,7 +377,7 @@ def data_quality(src: LogSource, late_after_h: float = 168.0) -> dict[str, Any]:
     if late_after_h < 0:
         raise ValueError(f"late_after_h must be >= 0 (hours); got {late_after_h!r}")
     outcomes = ", ".join(_q(e) for e in MESSAGE_OUTCOMES)
-    keys = ", ".join(COLUMNS[:-1])
+    keys = ", ".join(COLUMNS)  # every schema column: rows of two journey steps differ by step only
     repeatable = ", ".join(_q(e) for e in _REPEATABLE)
     dup = src.con.execute(f"""
         SELECT coalesce(sum(n - 1), 0), count(*) FROM (

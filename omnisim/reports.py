@@ -187,8 +187,9 @@ def check_params(name: str, params: dict[str, Any], known: dict[str, dict[str, s
     (a number where the default is a number, a bool for a bool, text for text; ``None``
     defaults take anything); ``confidence`` in (0, 1); durations (``*_h``, ``*_days``) and
     the thresholds ``low_per_week`` / ``high_per_week`` / ``prior_sends`` >= 0; counts
-    (``max_*``, ``n_*``, ``min_*``) whole numbers >= 1 (``min_*`` >= 0); vocabularies in
-    :data:`PARAM_CHOICES`.
+    (``max_*``, ``n_*``, ``min_*``) whole numbers >= 1 (``min_*`` >= 0), ``n_hours`` at most 24;
+    vocabularies in :data:`PARAM_CHOICES`; ``estimators`` names of
+    :data:`omnisim.policies.ope.ESTIMATORS`.
     """
     known = known if known is not None else _inspect(_notebook(name))
     unknown = sorted(set(params) - set(known))
@@ -229,6 +230,16 @@ def check_params(name: str, params: dict[str, Any], known: dict[str, dict[str, s
                 raise bad(p, v, "a whole number >= 0")
         if p in PARAM_CHOICES and v not in PARAM_CHOICES[p]:
             raise bad(p, v, "one of " + ", ".join(PARAM_CHOICES[p]))
+        if p == "n_hours" and any(x > 24 for x in numbers):
+            raise bad(p, v, "a whole number of hours of the day, 1 to 24")
+        if p == "estimators":
+            from omnisim.policies.ope import ESTIMATORS
+
+            if not isinstance(v, list):
+                raise bad(p, v, "a list such as [ips, snips, dr]")
+            wrong = [e for e in v if e not in ESTIMATORS]
+            if wrong:
+                raise bad(p, v, "a list of " + ", ".join(ESTIMATORS) + f" (unknown: {wrong[0]!r})")
     if "low_per_week" in known and "high_per_week" in known:
         lo = params.get("low_per_week", _default(known, "low_per_week"))
         hi = params.get("high_per_week", _default(known, "high_per_week"))

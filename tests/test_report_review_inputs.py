@@ -129,3 +129,30 @@ def test_journey_steps_count_outcomes_only_of_messages_sent_in_the_log(tmp_path)
     g = steps.set_index("step").loc["hello"]
     assert (g["sent"], g["opened"]) == (1, 1)
     assert g["open_rate"] == 1.0 and g["open_rate_lo"] < 1.0
+
+
+def test_rows_differing_only_by_step_are_not_duplicates():
+    """Duplicates are rows identical in every schema column; the key left ``step`` out."""
+    from omnisim.report_data import data_quality, open_log
+
+    t0 = pd.Timestamp("2024-03-01T21:30:00Z")
+    row = dict(ts=t0, user_id="u1", event="opened", channel="email", campaign="welcome",
+               message_id="m1")
+    log = pd.DataFrame([{**row, "step": "hello"}, {**row, "step": "reminder"},
+                        {**row, "step": "reminder"}])
+    checks = {c["check"]: c["count"] for c in data_quality(open_log(log))["checks"]}
+    assert checks["duplicated_events"] == 1  # the repeated "reminder" row only (was 2)
+
+
+@pytest.mark.parametrize("name, params, expected", [
+    ("send_time", {"n_hours": 30}, "n_hours = 30 is invalid; expected a whole number of hours of the day, 1 to 24"),
+    ("policy_evaluation", {"estimators": ["ipss"]}, "expected a list of ips, snips, dm, dr, sndr, switch_dr (unknown: 'ipss')"),
+    ("policy_evaluation", {"estimators": "ips"}, "expected a list such as [ips, snips, dr]"),
+])
+def test_params_a_kernel_would_fail_on_are_refused_before_it(name, params, expected):
+    from omnisim.reports import ReportError, check_params
+
+    with pytest.raises(ReportError) as info:
+        check_params(name, params)
+    assert expected in str(info.value) and info.value.exit_code == 2
+    check_params(name, {"n_hours": 24} if name == "send_time" else {"estimators": ["ips", "dr"]})

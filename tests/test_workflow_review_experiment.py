@@ -113,3 +113,19 @@ def test_ope_cli_empty_estimator_list_is_a_usage_error(tmp_path):
                                     "always:email", "--estimators", ","])
     assert res.exit_code == 2, res.output
     assert "--estimators" in res.output and "names no estimator" in res.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_compare_out_writes_the_format_its_suffix_names(tmp_path, suffix):
+    out = tmp_path / f"cmp{suffix}"
+    res = CliRunner().invoke(main, ["compare", "--policies", "blast,email_only", "--seeds", "2",
+                                    "--users", "60", "--days", "3", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    read = pd.read_parquet if suffix == ".parquet" else pd.read_csv  # .parquet was a CSV
+    table, runs = read(out), read(tmp_path / f"cmp_runs{suffix}")
+    assert list(table["policy"]) == ["blast@1", "email_only@1"] and len(runs) == 4
+
+
+def test_run_grid_takes_one_policy_given_as_a_string():
+    runs = run_grid("default", "blast", [0], n_users=40, days=2, progress=False)
+    assert list(runs["policy"]) == ["blast@1"]  # was one run per character of "blast"
