@@ -87,8 +87,12 @@ def ope(log_path: Path, users_path: Path | None, policy_spec: str, estimators: s
     if not names:
         raise click.BadParameter(f"{estimators!r} names no estimator; expected a comma-separated list "
                                  f"of ips, snips, dm, dr, sndr, switch_dr", param_hint="--estimators")
+    say = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
+    say(f"reading {log_path} …")
     log, users = read_log_and_users(log_path, users_path)
     policy = resolve_policy(policy_spec)
+    say(f"rebuilding the logged decisions' contexts ({len(log):,} log rows), asking {policy_spec} "
+        f"for its probabilities and estimating ({', '.join(names)}) …")
     table = evaluate_policy(log, policy, users, estimators=names, reward=reward, alpha=alpha,
                             window_h=window_h, seed=seed, mc_draws=mc_draws,
                             action_map=channel_of_action if channel_level else None)

@@ -129,3 +129,18 @@ def test_compare_out_writes_the_format_its_suffix_names(tmp_path, suffix):
 def test_run_grid_takes_one_policy_given_as_a_string():
     runs = run_grid("default", "blast", [0], n_users=40, days=2, progress=False)
     assert list(runs["policy"]) == ["blast@1"]  # was one run per character of "blast"
+
+
+def test_ope_cli_says_what_it_is_doing_on_stderr(tmp_path):
+    """A Hillstrom-size evaluation takes half a minute: the user sees its phases (not in --json)."""
+    log = tmp_path / "sim.parquet"
+    res = CliRunner().invoke(main, ["simulate", "--policy", "random_channel", "--users", "60",
+                                    "--days", "3", "--log", str(log), "--json", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    args = ["ope", "--log", str(log), "--policy", "always:email", "--reward", "open"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "rebuilding the logged decisions' contexts" in res.stderr
+    assert "logged decisions" in res.stdout and "rebuilding" not in res.stdout
+    res = CliRunner().invoke(main, args + ["--json"])
+    assert res.exit_code == 0 and res.stderr == ""
