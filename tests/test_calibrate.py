@@ -192,3 +192,23 @@ def test_cli_calibrate_writes_a_loadable_scenario(tmp_path):
     r = CliRunner().invoke(main, ["calibrate", "--log", str(tmp_path / "log.parquet"), "--users",
                                   str(tmp_path / "users.parquet"), "--segment-by", "nope", "--out", str(out)])
     assert r.exit_code == 2 and "segment_by='nope'" in r.output
+
+
+def test_replay_gives_simulated_users_the_real_users_time_zones():
+    """Local-time comparisons need the same clocks: replayed users keep the users table's
+    ``timezone`` (they were drawn from the segment's mix); an unknown zone is named."""
+    from omnisim.model.replay import ReplayError, replay
+
+    sc = TRUE.replace(n_users=30, days=2, seed=4)
+    wake = {f"u{i + 1:06d}": [(3.0, {"action": "email", "channel": "email", "propensity": 1.0,
+                                     "policy": "p", "campaign": "c"})] for i in range(30)}
+    res = simulate(sc, ReplayPolicy(), wakeups=wake, progress=False)
+    users = res.users[["user_id"]].copy()
+    users["timezone"] = ["Pacific/Kiritimati"] * 20 + [None] * 10  # the last ten: segment mix
+    rep = replay(res.log, sc, users=users, seed=1)
+    tz = rep.users.set_index(rep.users["user_id"].astype(str))["timezone"]
+    assert (tz[users["user_id"].astype(str)[:20]] == "Pacific/Kiritimati").all()
+    assert (tz[users["user_id"].astype(str)[20:]] != "Pacific/Kiritimati").all()
+    users.loc[3, "timezone"] = "Mars/Olympus"
+    with pytest.raises(ReplayError, match="timezone 'Mars/Olympus' of user_id 'u000004' is not an IANA"):
+        replay(res.log, sc, users=users, seed=1)

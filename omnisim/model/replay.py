@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,28 @@ def _overrides(sc: Scenario, action: str) -> dict[str, Any]:
     return out
 
 
+def _real_timezones(pop: pd.DataFrame, users: pd.DataFrame | None) -> None:
+    """Give simulated users the real users' ``timezone`` where the users table has one (the
+    sampled one stays for the others), so local-time comparisons (opens by send hour, visit
+    hours) read the same clocks; an unknown zone is a :class:`ReplayError` naming it."""
+    if users is None or "timezone" not in users.columns:
+        return
+    tz_of = (users.assign(user_id=users["user_id"].astype(str)).set_index("user_id")["timezone"]
+             .dropna().astype(str))
+    tz_of = tz_of[tz_of.str.strip() != ""]
+    for zone in tz_of.unique():
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            uid = tz_of.index[tz_of == zone][0]
+            raise ReplayError(f"users table: timezone {zone!r} of user_id {uid!r} is not an IANA time "
+                              "zone name; expected e.g. 'Europe/Paris', or empty for the scenario's "
+                              "segment mix") from None
+    real = pop["user_id"].astype(str).map(tz_of.to_dict())
+    has = real.notna().to_numpy()
+    pop.loc[has, "timezone"] = real[has].to_numpy()
+
+
 def replay(log: pd.DataFrame, scenario: Scenario, *, users: pd.DataFrame | None = None,
            segment_by: str | None = None, seed: int = 0, progress: bool = False,
            by_campaign: bool = True) -> ReplayResult:
@@ -134,6 +157,7 @@ def replay(log: pd.DataFrame, scenario: Scenario, *, users: pd.DataFrame | None 
         pop["user_id"] = pd.array(ids[sel], dtype="string")
         parts.append(pop)
     pop = pd.concat(parts, ignore_index=True)
+    _real_timezones(pop, users)
     sg = log[log["event"] == "signup"]
     signup_h = ((sg["ts"] - t0).dt.total_seconds() / 3600.0).groupby(sg["user_id"].astype(str)).min()
     pop["is_new"] = False
