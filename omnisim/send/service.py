@@ -333,8 +333,9 @@ class DecisionService:
                     with self.store.savepoint("user_events"):
                         self._ingest_user(policy, events, by_user[user_id], received, out)
                 except _EventFailed as failed:
-                    if self.store.is_operational_error(failed.cause):
-                        raise failed.cause from None
+                    cause = failed.cause.cause if isinstance(failed.cause, _JobFailed) else failed.cause
+                    if self.store.is_operational_error(cause):  # also inside a due timer of the user
+                        raise cause from None
                     _reject_user(events, by_user[user_id], failed, out)
         return out
 

@@ -189,3 +189,23 @@ def test_a_timer_the_policy_raises_on_is_set_aside_and_the_others_run(store_url,
     svc.swap_policy(policy)
     svc.store.execute("UPDATE jobs SET state = 'pending' WHERE job_id = ?", (failed[0][0],))
     assert svc.run_due() == 1 and len(sms_step("u2")) == 1
+
+
+def test_a_database_error_in_a_due_timer_during_ingest_fails_the_request(store_url, artifact_path, monkeypatch):
+    """A database error is not the events' fault: also when it comes from a timer job run
+    before the event (wrapped as the job's failure), the request fails whole, nothing kept."""
+    import sqlite3
+
+    import omnisim.send.service as service_mod
+
+    svc = make_service(store_url, artifact_path)
+    add_user(svc.store, "u1")
+
+    def broken_jobs(self, pol, s, until):
+        raise service_mod._JobFailed(1, s.user_id, "followup", 0, "{}",
+                                     sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(DecisionService, "_run_jobs", broken_jobs)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    assert svc.store.quarantined() == []
