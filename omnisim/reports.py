@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,20 @@ def check_inputs(params: dict[str, Any]) -> None:
             raise ReportError(exc.one_paragraph(), exit_code=2) from None
 
 
+def _unix_socket_kernel(sockets: Path) -> Any:
+    """Kernel-manager config that talks to the kernel over Unix sockets in ``sockets``.
+
+    Over TCP, jupyter_client picks free ports, releases them and lets the kernel bind them
+    later; any process binding a port in between (another report, a test server, a Dask
+    worker) makes the kernel die at start-up and the run fail with "Kernel didn't respond
+    in 60 seconds". Socket files in a directory of this run's own cannot be taken.
+    """
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc",
+                                     "connection_file": str(sockets / "kernel.json")}})
+
+
 def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
                timeout_s: float = 600, check: bool = True) -> ReportResult:
     """Execute report ``name`` with ``params`` and write ``out`` (HTML).
@@ -338,13 +353,14 @@ def run_report(name: str, out: str | Path, params: dict[str, Any] | None = None,
     if json_path is not None and json_path.exists():
         json_path.unlink()  # never leave numbers from an earlier run next to a failed one
     try:
-        pm.execute_notebook(
-            str(nb_in), str(nb_out), parameters=params, kernel_name=KERNEL_NAME,
-            execution_timeout=timeout_s, progress_bar=False, log_output=False, cwd=None,
-            # the kernel's own start-up chatter (e.g. "running over TCP without encryption"
-            # on loopback) is noise in a report run; its errors still show
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        with tempfile.TemporaryDirectory(prefix="omnisim-kernel-") as sockets:
+            pm.execute_notebook(
+                str(nb_in), str(nb_out), parameters=params, kernel_name=KERNEL_NAME,
+                execution_timeout=timeout_s, progress_bar=False, log_output=False, cwd=None,
+                config=_unix_socket_kernel(Path(sockets)),
+                # the kernel's own start-up errors still show, its chatter does not
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
     except PapermillExecutionError as exc:
         cell = f"cell {exc.cell_index}" + (f" (execution count {exc.exec_count})" if exc.exec_count else "")
         first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,31 @@ def test_failing_notebook_raises_report_error_with_its_message(tmp_path):
     assert err.value.notebook_path == out.with_suffix(".ipynb") and err.value.notebook_path.exists()
     assert not out.exists()  # no HTML for a failed report
     assert not out.with_suffix(".json").exists()
+
+
+def test_report_kernel_talks_over_its_own_unix_sockets(tmp_path, monkeypatch):
+    """Over TCP a port picked for the kernel can be taken by any process before the kernel
+    binds it (seen in CI: parallel reports and test servers, "Kernel didn't respond in 60
+    seconds"); the kernel must use socket files in a directory of the run's own instead."""
+    from jupyter_client.manager import KernelManager
+
+    seen = []
+    launch = KernelManager._async_launch_kernel
+
+    async def recording_launch(self, kernel_cmd, **kw):
+        seen.append((self.transport, json.loads(Path(self.connection_file).read_text())))
+        return await launch(self, kernel_cmd, **kw)
+
+    monkeypatch.setattr(KernelManager, "_async_launch_kernel", recording_launch)
+    with pytest.raises(ReportError, match="LogValidationError"):  # cheap: fails in its first cell
+        run_report("engagement_report", tmp_path / "r.html",
+                   {"log_path": str(tmp_path / "missing.parquet")}, check=False)
+    assert len(seen) == 1
+    transport, info = seen[0]
+    assert transport == "ipc" and info["transport"] == "ipc"
+    sockets = Path(info["ip"]).parent
+    assert sockets.name.startswith("omnisim-kernel-")
+    assert not sockets.exists()  # removed with the kernel
 
 
 def test_unknown_report_and_parameter(tmp_path):
