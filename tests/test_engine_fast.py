@@ -3,7 +3,7 @@ Parquet output, local time, the batch/trigger contract and the online-learning h
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -150,6 +150,32 @@ def test_local_hour_matches_zoneinfo(small):
         loc = chunk._dt(ti).astimezone(ZoneInfo(chunk.tz[u]))
         want = loc.hour + loc.minute / 60 + (loc.second + loc.microsecond / 1e6) / 3600
         assert abs(g - want) < 1e-6 or abs(abs(g - want) - 24) < 1e-6
+
+
+@pytest.mark.parametrize("start, zone", [
+    (datetime(2026, 3, 7, 0, 0, tzinfo=timezone.utc), "America/St_Johns"),  # changes at 05:30 UTC
+    (datetime(2026, 3, 28, 0, 30, tzinfo=timezone.utc), "Europe/Paris"),  # start off the hour
+    (datetime(2026, 10, 3, 0, 0, tzinfo=timezone.utc), "Australia/Lord_Howe"),  # 30-min DST
+])
+def test_local_hour_exact_around_offset_changes(small, start, zone):
+    sc = small.replace(start=start, days=40)
+    users = _users(sc).assign(timezone=zone)
+    chunk = engine_fast._Chunk(sc, get_policy("blast"), users, np.random.default_rng(0),
+                               np.random.default_rng(1), 1.0, None)
+    tzinfo = ZoneInfo(zone)
+    grid = [start + timedelta(minutes=m) for m in range(0, 40 * 24 * 60, 5)]
+    changed = [i for i in range(1, len(grid)) if grid[i].astimezone(tzinfo).utcoffset()
+               != grid[i - 1].astimezone(tzinfo).utcoffset()]
+    assert changed, "the window must hold an offset change"
+    # every 20 s through the 10 minutes around each change, and the change's own second
+    t = np.array([chunk._h(grid[i] + timedelta(seconds=s)) for i in changed
+                  for s in range(-600, 601, 20)])
+    users_idx = np.zeros(len(t), np.int64)
+    got = chunk.local_hour(users_idx, t)
+    for ti, g in zip(t, got):
+        loc = chunk._dt(ti).astimezone(tzinfo)
+        want = loc.hour + loc.minute / 60 + (loc.second + loc.microsecond / 1e6) / 3600
+        assert abs(g - want) < 1e-6 or abs(abs(g - want) - 24) < 1e-6, (chunk._dt(ti), g, want)
 
 
 def _users(sc):

@@ -434,22 +434,53 @@ class _Chunk:
         self._init_timers()
 
     # --- time ------------------------------------------------------------------------
-    def _utc_offsets(self) -> np.ndarray:
-        """UTC offsets (hours) per timezone per whole UTC hour of the horizon: (n_tz, H)."""
+    def _utc_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each timezone's UTC offset changes within the horizon, exact to the second.
+
+        Returns ``(changes, offsets)``: ``changes`` (n_tz, K) the instants [h after start] at
+        which a zone's offset changes, padded with +inf; ``offsets`` (n_tz, K + 1) the offset
+        [h] in force before the first change, after the first, ..., plus the start's UTC
+        clock hour (so that local hour = t + offset mod 24 for any start). Changes are found
+        on the hourly grid and located to the second by bisection, so zones that change at a
+        half hour (``America/St_Johns``) or a start off the whole hour stay exact.
+        """
         hours = int(math.ceil(self.horizon)) + 2
-        base = pd.Timestamp(self.start).tz_convert("UTC")
-        idx = pd.date_range(base, periods=hours, freq="h")
-        out = np.zeros((len(self.tz_names), hours))
-        for i, name in enumerate(self.tz_names):
-            loc = idx.tz_convert(name)
-            off = (loc.tz_localize(None) - idx.tz_localize(None)).total_seconds() / 3600.0
-            out[i] = np.asarray(off)
-        return out
+        base = pd.Timestamp(self.start).tz_convert("UTC").tz_localize(None)
+        grid = base + pd.to_timedelta(np.arange(hours), unit="h")
+
+        def offset_h(name: str, instants: pd.DatetimeIndex) -> np.ndarray:
+            loc = instants.tz_localize("UTC").tz_convert(name).tz_localize(None)
+            return np.asarray((loc - instants).total_seconds() / 3600.0)
+
+        per_zone: list[tuple[list[float], list[float]]] = []
+        for name in self.tz_names:
+            off = offset_h(name, grid)
+            changes, values = [], [float(off[0])]
+            for k in np.flatnonzero(np.diff(off) != 0):  # offset changes within (k, k + 1] h
+                lo, hi = 0, 3600  # seconds after grid[k]: offset(lo) is the old, offset(hi) the new
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    at = offset_h(name, pd.DatetimeIndex([grid[k] + pd.Timedelta(seconds=mid)]))[0]
+                    lo, hi = (mid, hi) if at == off[k] else (lo, mid)
+                changes.append(k + hi / 3600.0)
+                values.append(float(off[k + 1]))
+            per_zone.append((changes, values))
+        width = max(len(c) for c, _ in per_zone)
+        changes = np.full((len(per_zone), width), _INF)
+        offsets = np.zeros((len(per_zone), width + 1))
+        for i, (c, v) in enumerate(per_zone):
+            changes[i, :len(c)] = c
+            offsets[i, :] = v[-1]
+            offsets[i, :len(v)] = v
+        start_clock_h = (base - base.normalize()).total_seconds() / 3600.0
+        return changes, offsets + start_clock_h
 
     def local_hour(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Fractional local clock hour in [0, 24) of users ``(m,)`` at times ``t`` (m,) [h]."""
-        k = np.clip(np.floor(t).astype(np.int64), 0, self._offsets.shape[1] - 1)
-        return np.mod(t + self._offsets[self.tz_idx[users], k], 24.0)
+        zone = self.tz_idx[users]
+        changes, offsets = self._offsets
+        k = (np.asarray(t)[:, None] >= changes[zone]).sum(axis=1) if changes.shape[1] else 0
+        return np.mod(t + offsets[zone, k], 24.0)
 
     def _dt(self, h: float) -> datetime:
         """The UTC instant ``h`` hours after the start (memoised within a step)."""
