@@ -16,19 +16,30 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator
 
 from omnisim.errors import OmnisimError
 from omnisim.send.metrics import Metrics
 from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, Event, Ingested, LoadedPolicy
-from omnisim.send.validation import EVENT_SCHEMA, id_error, parse_event
+from omnisim.send.validation import (EVENT_SCHEMA, MAX_ID_CHARS, NOT_BLANK_NO_NUL, id_error,
+                                     parse_event)
 
-#: Largest request body accepted, bytes; largest batch, events.
+#: Largest request body accepted, bytes; largest batch, events (``create_app`` defaults).
 MAX_BODY_BYTES = 1_048_576
 MAX_BATCH = 1000
+#: Most log rows ``GET /users/{id}/timeline`` returns (its ``limit`` is clamped to 1..this).
+MAX_TIMELINE_ROWS = 10_000
 API_KEY_ENV = "OMNISIM_SEND_API_KEY"
+#: The ``{user_id}`` of the /users routes, as the OpenAPI document states it: the rule of
+#: event ids (:func:`omnisim.send.validation.id_error`, which the routes enforce with its
+#: message, so the limits are stated here, not enforced twice).
+USER_ID_PATH = Path(description=f"The user: a non-blank string of at most {MAX_ID_CHARS} "
+                                "characters, without NUL (else 422).",
+                    json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS,
+                                       "pattern": NOT_BLANK_NO_NUL})
+_CHANNEL_KEYS = {"propertyNames": {"enum": list(MESSAGE_CHANNELS)}}
 
 
 class UserIn(BaseModel):
@@ -36,8 +47,10 @@ class UserIn(BaseModel):
 
     timezone: str = Field(examples=["Europe/Paris"])
     traits: dict[str, Any] = Field(default_factory=dict)
-    addresses: dict[str, str] = Field(default_factory=dict, examples=[{"email": "a@example.com"}])
-    consent: dict[str, bool] = Field(default_factory=dict, examples=[{"email": True, "sms": False}])
+    addresses: dict[str, str] = Field(default_factory=dict, examples=[{"email": "a@example.com"}],
+                                      json_schema_extra=_CHANNEL_KEYS)
+    consent: dict[str, bool] = Field(default_factory=dict, examples=[{"email": True, "sms": False}],
+                                     json_schema_extra=_CHANNEL_KEYS)
 
     @field_validator("timezone")
     @classmethod
@@ -104,9 +117,27 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         """Prometheus text format: events, decisions, sends, queue depths, latencies."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/events", dependencies=auth, openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {
-            "oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "maxItems": max_batch}]}}}}})
+    too_large = (f"Too large: a body has at most {max_body_bytes} bytes, a batch at most "
+                 f"{max_batch} events.")
+    events_body = {
+        "required": True, "x-max-body-bytes": max_body_bytes,
+        "description": (f"One event (object) or a batch (array of 1 to {max_batch} events); the "
+                        f"body at most {max_body_bytes} bytes (else 413)."),
+        "content": {"application/json": {"schema": {"oneOf": [
+            EVENT_SCHEMA,
+            {"type": "array", "items": EVENT_SCHEMA, "minItems": 1, "maxItems": max_batch}]}}}}
+
+    @app.post("/events", dependencies=auth, openapi_extra={"requestBody": events_body}, responses={
+        200: {"description": "A duplicate event (its key was seen), or a batch of which some "
+                             "item was processed: one result per item."},
+        202: {"description": "A single event, accepted."},
+        400: {"description": "Malformed JSON (kept in quarantine)."},
+        404: {"description": "A single event of an unknown user (create it with PUT /users/{id})."},
+        413: {"description": too_large},
+        422: {"description": "An invalid single event (the field and what was expected), an "
+                             "empty batch, or a batch none of whose items could be processed."},
+        500: {"description": "A single event whose processing raised (quarantined; may be "
+                             "sent again)."}})
     async def post_events(request: Request) -> JSONResponse:
         """One event (object) or a batch (array), each with an idempotency ``key``.
 
@@ -187,7 +218,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
             raise HTTPException(422, error)
 
     @app.put("/users/{user_id}", dependencies=auth)
-    def put_user(user_id: str, user: UserIn) -> dict[str, Any]:
+    def put_user(user: UserIn, user_id: str = USER_ID_PATH) -> dict[str, Any]:
         """Create or replace a user's timezone, traits, addresses and consent."""
         valid_id(user_id)
         with store.transaction():
@@ -196,7 +227,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         return {"user_id": user_id, "status": "stored"}
 
     @app.delete("/users/{user_id}", dependencies=auth)
-    def delete_user(user_id: str) -> dict[str, Any]:
+    def delete_user(user_id: str = USER_ID_PATH) -> dict[str, Any]:
         """Erase a user: profile and pending work deleted; the log keeps a pseudonymous id."""
         valid_id(user_id)
         with store.transaction():
@@ -206,12 +237,13 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         return {"user_id": user_id, "status": "erased", "pseudonym": anon}
 
     @app.get("/users/{user_id}/timeline", dependencies=auth)
-    def timeline(user_id: str, limit: int = 200) -> dict[str, Any]:
+    def timeline(user_id: str = USER_ID_PATH, limit: int = Query(200, description=(
+            f"Most log rows to return; clamped to 1 to {MAX_TIMELINE_ROWS}."))) -> dict[str, Any]:
         """The user's latest log rows (oldest first) and open timers."""
         valid_id(user_id)
         if store.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
             raise HTTPException(404, f"unknown user {user_id!r}")
-        rows = store.timeline(user_id, max(1, min(limit, 10_000)))
+        rows = store.timeline(user_id, max(1, min(limit, MAX_TIMELINE_ROWS)))
         pending = store.query("SELECT kind, due_us FROM jobs WHERE user_id = ? AND state = "
                               "'pending' ORDER BY due_us", (user_id,))
         from omnisim.send.store import from_us

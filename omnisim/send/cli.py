@@ -44,6 +44,11 @@ def _runtime_options(f: Any) -> Any:
                      help="Hours after queueing during which a message a provider outage "
                           "stopped is tried again (backoff) before it is dead-lettered; "
                           "0: at once, 'inf': never."),
+        click.option("--retry-jitter", type=click.FloatRange(min=0, max=1), default=0.5,
+                     show_default=True,
+                     help="Fraction of each retry's backoff drawn at random, so that messages "
+                          "one provider outage held do not all come back at once; 0: exact "
+                          "backoff, 1: full jitter."),
         click.option("--fallback", multiple=True, metavar="CHANNEL=CHANNEL[,CHANNEL]",
                      help="Channel fallback for decisions whose policy does not set "
                           "meta['fallback'] itself, e.g. push=email (repeatable)."),
@@ -55,8 +60,10 @@ def _runtime_options(f: Any) -> Any:
 
 def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
           late_tolerance_h: str, seed: int, lease_s: float,
-          fallback: tuple[str, ...] = (), max_delivery_delay_h: float = 1.0) -> tuple[Any, Any]:
-    """The :class:`DecisionService` and :class:`Worker` for these options.
+          fallback: tuple[str, ...] = (), max_delivery_delay_h: float = 1.0,
+          retry_jitter: float = 0.5) -> tuple[Any, Any]:
+    """The :class:`DecisionService` and :class:`Worker` for these options (the worker's
+    jitter is drawn from an OS-seeded generator: processes must not retry in step).
 
     Without ``policy_path`` the policy last recorded in the store is used.
     """
@@ -89,7 +96,8 @@ def build(db: str, policy_path: Path | None, providers: Path | None, clock: str,
                                                    for ch in ("email", "sms", "push")}},
                                      sent_keys=store)
     return service, Worker(service, pset, WorkerConfig(lease_s=lease_s,
-                                                       max_delivery_delay_h=max_delivery_delay_h))
+                                                       max_delivery_delay_h=max_delivery_delay_h,
+                                                       retry_jitter=retry_jitter))
 
 
 def _late_tolerance(text: str) -> timedelta | None:

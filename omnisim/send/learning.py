@@ -218,4 +218,4 @@ def log_frame(rows: list[tuple]) -> pd.DataFrame:
     return rows_frame(rows)
 
 
-__all__ = ["OnlineLearner", "UpdateResult", "cadence", "log_frame"]
+__all__ = ["OnlineLearner", "UpdateResult", "log_frame"]

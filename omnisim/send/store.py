@@ -274,15 +274,19 @@ class Store:
             raise
         self.execute(f"RELEASE SAVEPOINT {name}")
 
-    def is_operational_error(self, exc: BaseException) -> bool:
+    def is_operational_error(self, exc: BaseException | None) -> bool:
         """True for an error of the database itself (connection lost, locked, deadlock,
-        serialisation failure) rather than of the data being written: worth retrying whole."""
-        if isinstance(exc, sqlite3.OperationalError):
-            return True
+        serialisation failure) rather than of the data being written: worth retrying whole.
+        ``exc`` counts as one when it was raised from one (its ``__cause__`` chain)."""
+        kinds: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
         if self.pg:
             import psycopg
 
-            return isinstance(exc, psycopg.OperationalError)
+            kinds += (psycopg.OperationalError,)
+        while exc is not None:
+            if isinstance(exc, kinds):
+                return True
+            exc = exc.__cause__
         return False
 
     def create(self) -> None:

@@ -16,22 +16,39 @@ MAX_FUTURE_S = 300
 #: The earliest ts accepted (the store counts µs from it; earlier is a client bug).
 MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-#: JSON schema of one event, for the OpenAPI document.
+#: JSON-schema patterns (ECMA 262, also Python ``re``): no NUL; and not blank either.
+NO_NUL = r"^[^\u0000]*$"
+NOT_BLANK_NO_NUL = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+_ID_RULE = f"a non-blank string of at most {MAX_ID_CHARS} characters, without NUL (\\u0000)"
+
+#: JSON schema of one event, for the OpenAPI document. Its limits are the constants above,
+#: which :func:`parse_event` enforces (``tests/test_send_openapi_limits.py`` checks both).
 EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["key", "user_id", "type", "ts"],
     "additionalProperties": False,
     "properties": {
-        "key": {"type": "string", "maxLength": MAX_ID_CHARS,
-                "description": "Idempotency key: the same key twice is processed once."},
-        "user_id": {"type": "string", "maxLength": MAX_ID_CHARS},
+        "key": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+                "pattern": NOT_BLANK_NO_NUL,
+                "description": f"Idempotency key: the same key twice is processed once; {_ID_RULE}."},
+        "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+                    "pattern": NOT_BLANK_NO_NUL,
+                    "description": f"The customer (created first with PUT /users/{{id}}); {_ID_RULE}."},
         "type": {"type": "string", "enum": list(EVENT_TYPES)},
         "ts": {"type": "string", "format": "date-time",
-               "description": "ISO 8601 with a timezone, e.g. 2024-03-01T09:30:00Z"},
+               "description": (f"ISO 8601 with a timezone, e.g. 2024-03-01T09:30:00Z; not before "
+                               f"{MIN_TS:%Y-%m-%dT%H:%M:%SZ} and at most {MAX_FUTURE_S} s ahead of "
+                               "the server's clock.")},
         "channel": {"type": "string", "enum": list(CHANNELS)},
-        "message_id": {"type": "string", "description": "The message a callback is about."},
-        "value": {"type": "number", "minimum": 0, "description": "Revenue on purchase."},
-        "properties": {"type": "object", "description": "Trigger payload for the policy."},
+        "message_id": {"type": "string", "minLength": 1, "pattern": NO_NUL,
+                       "description": ("The message a callback is about (one sent to this user); a "
+                                       "non-empty string without NUL (\\u0000).")},
+        "value": {"type": "number", "minimum": 0, "description": "Revenue on purchase; finite, >= 0."},
+        "properties": {"type": "object", "description": "Trigger payload for the policy.",
+                       "properties": {"campaign": {
+                           "type": "string", "pattern": NO_NUL,
+                           "description": ("A callback's campaign when its message is unknown; "
+                                           "without NUL (\\u0000).")}}},
     },
 }
 

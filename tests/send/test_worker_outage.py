@@ -105,7 +105,7 @@ def test_an_outage_longer_than_the_deadline_dead_letters_with_the_reason(store_u
     svc.ingest([ev("k1", "u1", "product_view", at(0))])
     with Gateway(Reply(503, {"error": "down"})) as gw:
         worker = Worker(svc, providers(gw.url, svc.store, clock, failure_threshold=100),
-                        WorkerConfig(max_delivery_delay_h=0.02, retry_base_s=10, retry_max_s=40))
+                        WorkerConfig(max_delivery_delay_h=0.02, retry_base_s=10, retry_max_s=40, retry_jitter=0))
         tried_at = []
         for second in range(0, 90, 10):
             clock.set(at(0) + timedelta(seconds=second))
@@ -132,7 +132,7 @@ def test_an_open_circuit_requeues_until_the_breaker_lets_a_probe_through(store_u
     with Gateway(Reply(503, {"error": "down"})) as gw:
         worker = Worker(svc, providers(gw.url, svc.store, clock, failure_threshold=1,
                                        reset_after_s=300),
-                        WorkerConfig(retry_base_s=10))
+                        WorkerConfig(retry_base_s=10, retry_jitter=0))
         worker.drain()
         assert len(gw.requests) == 1
         assert states(svc.store) == {f"{u}-m1": "queued" for u in USERS}
