@@ -193,8 +193,8 @@ def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, d
     if as_json:
         click.echo(_dumps(table.to_dict(orient="records")))
         return
-    show = ["messages_per_user", "open_rate", "conversions", "revenue_minus_cost", "unsubscribes",
-            "overload_rate", "cap_violations", "quiet_hour_violations"]
+    show = ["messages_per_user", "open_rate", "click_rate", "conversions", "revenue_minus_cost",
+            "unsubscribes", "unsubscribe_rate", "overload_rate", "cap_violations", "quiet_hour_violations"]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         for m in show:
             click.echo(f"\n{m} (mean [95% CI] over {seeds} seeds)" if seeds > 1 else

@@ -25,12 +25,16 @@ class ExperimentError(OmnisimError, ValueError):
     """Bad arguments to an experiment (no policy, duplicate seeds or policies); says which."""
 
 
-#: Metrics summarised by :func:`compare`, in display order.
+#: Metrics summarised by :func:`compare`, in display order. Units: ``messages_per_user*``,
+#: ``clicks_per_user``, ``unsubscribes_per_user`` per user of the population over the
+#: horizon; ``open_rate``, ``click_rate``, ``unsubscribe_rate`` per message sent (``open_rate``
+#: and ``click_rate`` NaN in a run that sends nothing, ``unsubscribe_rate`` 0 there: see
+#: :func:`omnisim.metrics.log_metrics`); counts and money per run.
 SUMMARY_METRICS: tuple[str, ...] = (
     "messages_per_user", "messages_per_user_email", "messages_per_user_sms", "messages_per_user_push",
-    "open_rate", "click_rate", "conversions", "purchases", "revenue", "cost", "revenue_minus_cost",
-    "unsubscribes", "churn", "overload_rate", "cap_violations", "quiet_hour_violations",
-    "incremental_conversions",
+    "open_rate", "click_rate", "clicks_per_user", "conversions", "purchases", "revenue", "cost",
+    "revenue_minus_cost", "unsubscribes", "unsubscribe_rate", "unsubscribes_per_user", "churn",
+    "overload_rate", "cap_violations", "quiet_hour_violations", "incremental_conversions",
 )
 
 
@@ -171,7 +175,8 @@ def policy_labels(specs: Sequence, policies: Sequence) -> list[str]:
 def run_grid(scenario, policies: Sequence, seeds: int | Sequence[int], *, n_users: int | None = None,
              days: float | None = None, progress: bool = True, keep_logs: bool = False,
              engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
-    """Every policy on every seed with ``engine``; one row per run with its metrics (flat columns).
+    """Every policy on every seed with ``engine``; one row per run with its metrics (flat columns
+    of :func:`omnisim.metrics.log_metrics`).
 
     ``policy`` is the policy's name, or ``"<name> [<spec>]"`` when two policies share a name
     (:func:`policy_labels`)."""
@@ -245,6 +250,11 @@ def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_u
     labelled ``"<name> [<spec>]"``. ``seeds`` is a count (0..K-1) or a list of distinct seeds;
     the intervals are over seeds (NaN with one seed). ``engine`` is ``fast`` (default) or
     ``simpy``. The per-run table is kept in ``result.attrs["runs"]``.
+
+    Columns: ``policy``, ``seeds`` and ``<m>_mean``, ``<m>_low``, ``<m>_high`` for every
+    ``m`` in :data:`SUMMARY_METRICS` (units there), e.g. ``click_rate`` (clicks per message
+    sent), ``clicks_per_user``, ``unsubscribe_rate`` (unsubscribes per message sent) and
+    ``unsubscribes_per_user`` (over the horizon).
     """
     runs = run_grid(scenario, policies, seeds, n_users=n_users, days=days, progress=progress,
                     engine=engine)

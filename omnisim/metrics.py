@@ -139,6 +139,7 @@ def log_metrics(
         "clicks": clicks,
         "open_rate": opens / messages if messages else float("nan"),
         "click_rate": clicks / messages if messages else float("nan"),
+        "clicks_per_user": clicks / n_users if n_users else 0.0,
         "purchases": int(len(purchases)),
         "conversions": int(conv_mask.sum()),
         "conversions_by_channel": {ch: int((attributed["msg_channel"] == ch).sum()) for ch in MESSAGE_CHANNELS},
@@ -150,6 +151,7 @@ def log_metrics(
         "revenue_minus_cost": revenue - cost,
         "unsubscribes": int((ev == "unsubscribed").sum()),
         "unsubscribe_rate": int((ev == "unsubscribed").sum()) / messages if messages else 0.0,
+        "unsubscribes_per_user": int((ev == "unsubscribed").sum()) / n_users if n_users else 0.0,
         "churn": int((ev == "churned").sum()),
         "overload_rate": overload_rate(log, users, n_users, days),
         "deferred": int((ev == "deferred").sum()),
@@ -194,6 +196,8 @@ def combine_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "click_rate": out["clicks"] / messages if messages else float("nan"),
         "revenue_minus_cost": out["revenue"] - out["cost"],
         "unsubscribe_rate": out["unsubscribes"] / messages if messages else 0.0,
+        "clicks_per_user": out["clicks"] / n if n else 0.0,
+        "unsubscribes_per_user": out["unsubscribes"] / n if n else 0.0,
         "overload_rate": overloaded / (n * days) if n and days > 0 else 0.0,
     })
     out.update(_combined_incremental(parts))

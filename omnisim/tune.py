@@ -114,8 +114,8 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = (
     "users", "days", "messages", "messages_per_user", "messages_per_user_email", "messages_per_user_sms",
     "messages_per_user_push", "messages_per_user_week", "opens", "clicks", "open_rate", "click_rate",
-    "purchases", "conversions", "revenue", "attributed_revenue", "cost", "revenue_minus_cost",
-    "unsubscribes", "unsubscribe_rate", "churn", "overload_rate", "deferred", "suppressed",
+    "clicks_per_user", "purchases", "conversions", "revenue", "attributed_revenue", "cost",
+    "revenue_minus_cost", "unsubscribes", "unsubscribe_rate", "unsubscribes_per_user", "churn", "overload_rate", "deferred", "suppressed",
     "cap_violations", "quiet_hour_violations", "holdout_users", "conversion_rate_treated",
     "conversion_rate_holdout", "incremental_conversions",
 )

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from omnisim.cli import main
 from omnisim.experiment import SUMMARY_METRICS, compare, run_one
 from omnisim.model.scenario import load_scenario
+from omnisim.stats import mean_ci
 
 SMALL = dict(n_users=300, days=10)
 REQUIRED_JSON_KEYS = {
@@ -33,6 +34,30 @@ def test_compare_one_row_per_policy_with_mean_and_ci(table):
         assert ok.all(), m
     runs = table.attrs["runs"]
     assert len(runs) == 9 and set(runs["seed"]) == {0, 1, 2}
+
+
+ENGAGEMENT = ("click_rate", "clicks_per_user", "unsubscribe_rate", "unsubscribes_per_user")
+
+
+def test_compare_summarises_clicks_and_unsubscribes_with_cis_over_seeds(table):
+    """Clicks per message and per user, unsubscribes per message and per user: each with its
+    mean and CI over seeds, from the runs' counts (clicks / messages, clicks / users ...)."""
+    runs = table.attrs["runs"]
+    assert np.allclose(runs["clicks_per_user"], runs["clicks"] / runs["users"])
+    assert np.allclose(runs["unsubscribes_per_user"], runs["unsubscribes"] / runs["users"])
+    assert np.allclose(runs["unsubscribe_rate"], runs["unsubscribes"] / runs["messages"])
+    assert np.allclose(runs["click_rate"], runs["clicks"] / runs["messages"])
+    t = table.set_index("policy")
+    for pol, grp in runs.groupby("policy"):
+        for m in ENGAGEMENT:
+            expected = mean_ci(grp.groupby("seed")[m].mean())
+            got = tuple(t.loc[pol, f"{m}_{s}"] for s in ("mean", "low", "high"))
+            assert got == pytest.approx(expected), (pol, m)
+    # blast sends every day: its users click and unsubscribe, with an interval of some width
+    for m in ENGAGEMENT:
+        assert 0 < t.loc["blast@1", f"{m}_low"] < t.loc["blast@1", f"{m}_high"], m
+    assert t.loc["blast@1", "unsubscribes_per_user_mean"] > t.loc["seed_journey@1+pressure@1",
+                                                                  "unsubscribes_per_user_mean"]
 
 
 def test_pressure_rules_are_never_violated_and_blast_overloads(table):
@@ -100,6 +125,16 @@ def test_compare_cli_json():
     rows = json.loads(res.output)
     assert [r["policy"] for r in rows] == ["blast@1", "email_only@1"]
     assert all("open_rate_low" in r and "open_rate_high" in r for r in rows)
+    for m in ("click_rate", "clicks_per_user", "unsubscribe_rate", "unsubscribes_per_user"):
+        assert all({f"{m}_mean", f"{m}_low", f"{m}_high"} <= set(r) for r in rows), m
+
+
+def test_compare_cli_text_shows_click_and_unsubscribe_rates():
+    res = CliRunner().invoke(main, ["compare", "--policies", "blast", "--seeds", "2",
+                                    "--users", "60", "--days", "4"])
+    assert res.exit_code == 0, res.output
+    for m in ("click_rate", "unsubscribe_rate", "open_rate"):
+        assert f"\n{m} (mean [95% CI] over 2 seeds)" in res.output, m
 
 
 def test_unknown_policy_is_exit_2_naming_it():

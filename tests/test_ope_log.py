@@ -337,3 +337,18 @@ def test_vectorised_send_linking_equals_the_row_by_row_walk():
     walked = _fifo_walk(left, right, window)
     assert walked == {"d0": "m0", "d2": "m2", "d4": "m4", "d5": "m5"}
     assert _fifo_links(left, right, window) == walked
+
+
+def test_a_single_logged_decision_gives_no_interval_and_dr_says_why():
+    """One decided row: IPS / SNIPS have a value but no interval (it was zero-width, [v, v]);
+    DR cannot cross-fit its reward model and says so (it was scikit-learn's KFold error)."""
+    from omnisim.policies.ope import OPEInputError
+
+    log = tiny_log()
+    one = log[log["user_id"] == "u1"].reset_index(drop=True)
+    res = evaluate_policy(one, FixedAction("email"), reward="click", estimators=("ips", "snips"),
+                          method="normal").set_index("estimator")
+    assert (res["n"] == 1).all() and res.loc["ips", "value"] == pytest.approx(2.0)
+    assert res[["ci_low", "ci_high"]].isna().all().all(), res
+    with pytest.raises(OPEInputError, match="1 round.*n_folds=2"):
+        evaluate_policy(one, FixedAction("email"), reward="click", estimators=("dr",))

@@ -39,9 +39,9 @@ md("## Summary\n\nEach cell: mean over seeds [confidence interval].")
 code('''def fmt(row, m):
     return f"{row[m + '_mean']:.4g} [{row[m + '_low']:.4g}, {row[m + '_high']:.4g}]"
 
-shown = ["messages_per_user", "open_rate", "click_rate", "conversions", "revenue", "cost",
-         "revenue_minus_cost", "unsubscribes", "churn", "overload_rate", "cap_violations",
-         "quiet_hour_violations", "incremental_conversions"]
+shown = ["messages_per_user", "open_rate", "click_rate", "clicks_per_user", "conversions", "revenue",
+         "cost", "revenue_minus_cost", "unsubscribes", "unsubscribe_rate", "unsubscribes_per_user",
+         "churn", "overload_rate", "cap_violations", "quiet_hour_violations", "incremental_conversions"]
 summary = pd.DataFrame({row["policy"]: {m: fmt(row, m) for m in shown if m + "_mean" in table}
                         for _, row in table.iterrows()})
 display(summary)''')

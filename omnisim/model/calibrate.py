@@ -887,11 +887,37 @@ def _behaviour(d: _Data, base: Scenario, confidence: float) -> list[Estimate]:
     return out
 
 
+def _solve(f, target: float, lo: float, hi: float) -> tuple[float, str]:
+    """``x`` in ``[lo, hi]`` where the increasing ``f(x) == target``: ``(x, "")``.
+
+    A target ``f`` cannot reach on the bracket gives a boundary instead of scipy's bare
+    ``ValueError``: ``(0.0, "below")`` when ``target <= f(lo)`` (the parameters solved here
+    give probability 0 at 0, e.g. a share of 0), ``(hi, "above")`` when ``target >= f(hi)``.
+    """
+    if not target > f(lo):
+        return 0.0, "below"
+    if not target < f(hi):
+        return hi, "above"
+    return float(optimize.brentq(lambda x: f(x) - target, lo, hi)), ""
+
+
+def _bound_note(sides: list[str], what: str) -> str:
+    """`` (CI bound(s) at ...)`` for the interval bounds :func:`_solve` put at a boundary."""
+    return f" ({' and '.join(sides)} CI bound at the {what})" if sides else ""
+
+
 def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
                 confidence: float) -> tuple[list[Estimate], dict[str, list[Estimate]]]:
     """Indicator-window logs (one decision per user, outcomes at the window's end): solve
     visit rate and purchase propensity from the ``none`` arm and each action's click-through
-    from its visit rate, with the model's own heterogeneity (sampled population)."""
+    from its visit rate, with the model's own heterogeneity (sampled population).
+
+    A share the model cannot reproduce on the search range (visit rate in (0, 50] per day,
+    purchase propensity in (0, 0.999]) — e.g. no buyer, or no visitor, in the no-message
+    arm — leaves that parameter at the base value (``default``, with the arm's counts in its
+    reason and in the calibration notes); without the visit rate, the purchase propensity
+    and the messages' click-through (solved from it) are kept at base too. An interval bound
+    beyond the range is put at the range's end, and the method says so."""
     out: list[Estimate] = []
     camps: dict[str, list[Estimate]] = {}
     window_d = (d.end_h - float(wo["t_h"].min())) / 24.0
@@ -913,14 +939,40 @@ def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
     ctl = wo[wo["action"] == "none"]
     k, n = int(ctl["visit"].sum()), len(ctl)
     pv, pv_lo, pv_hi = wilson_ci(k, n, confidence)
+    lam_max, pp_max = 50.0, 0.999                   # search ranges: visits/day, probability
 
-    def solve_lam(target: float) -> float:
-        return optimize.brentq(lambda lam: 1 - p_no_visit(lam * z_rate).mean() - target, 1e-7, 50)
+    def visit_share(lam: float) -> float:
+        return float(1 - p_no_visit(lam * z_rate).mean())
 
-    lam, lam_lo, lam_hi = solve_lam(pv), solve_lam(pv_lo), solve_lam(pv_hi)
-    out.append(_est("population.segments[*].visit_rate_per_day", lam, lam_lo, lam_hi, n,
+    key = "population.segments[*].visit_rate_per_day"
+    funnel = [_default(k_, "no product_view / cart_add rows; only the product "
+                           "view·cart·purchase_propensity is identified")
+              for k_ in ("behavior.view_prob", "behavior.cart_prob")]
+    lam, side = _solve(visit_share, pv, 1e-7, lam_max)
+    if side:  # nothing below can be solved without the spontaneous visit rate
+        why = (f"{k} of the {n} no-message users visited within {window_d:g} days ("
+               + ("no visitor: the visit rate solves to 0)" if side == "below" else
+                  f"no visit rate up to {lam_max:g}/day reproduces that share; the model "
+                  f"reaches {visit_share(lam_max):.4f})"))
+        dep = f"needs the no-message arm's visit rate, not identifiable: {why}"
+        out += [_default(key, why),
+                _default("population.segments[*].visit_rate_sigma",
+                         "one visit indicator per user (no counts)"),
+                _default("population.segments[*].purchase_propensity", dep), *funnel]
+        for ch in sorted({str(c) for c in wo.loc[wo["action"] != "none", "channel"]} & set(MSG_CHANNELS)):
+            out += [_default(f"channels.{ch}.open_prob", dep), _default(f"channels.{ch}.click_prob", dep)]
+        d.notes.append(f"window fit: {why}, so the visit rate, the purchase propensity and the "
+                       "messages' click-through keep the base scenario's values; to fit them, "
+                       "calibrate from a log whose no-message arm has both visitors and "
+                       "non-visitors (e.g. more users)")
+        return out, {}
+    (lam_lo, s_lo), (lam_hi, s_hi) = (_solve(visit_share, pv_lo, 1e-7, lam_max),
+                                      _solve(visit_share, pv_hi, 1e-7, lam_max))
+    edge = _bound_note([b for b, sd in (("lower", s_lo), ("upper", s_hi)) if sd],
+                       f"search range [0, {lam_max:g}]/day")
+    out.append(_est(key, lam, lam_lo, lam_hi, n,
                     f"solved from the no-message arm's visit rate over {window_d:g} days "
-                    "(lognormal spread and baseline churn at base values)"))
+                    f"(lognormal spread and baseline churn at base values){edge}"))
     out.append(_default("population.segments[*].visit_rate_sigma",
                         "one visit indicator per user (no counts)"))
     # purchase: per spontaneous session view*cart*pp_i; solve pp from the control conversion
@@ -933,19 +985,26 @@ def _window_fit(d: _Data, base: Scenario, lifts: pd.DataFrame, wo: pd.DataFrame,
         q = beh.view_prob * beh.cart_prob * draws
         return float(1 - p_no_visit(lam_i * q).mean())
 
-    def solve_pp(target: float) -> float:
-        hi = p_conv(0.999)
-        if target >= hi:
-            return 0.999
-        return optimize.brentq(lambda pp: p_conv(pp) - target, 1e-6, 0.999)
-
-    pp = solve_pp(pc)
-    out.append(_est("population.segments[*].purchase_propensity", pp, solve_pp(pc_lo),
-                    solve_pp(pc_hi), n, "solved from the no-message arm's conversion rate "
-                    "(view_prob, cart_prob at base values: only their product with it is identified)"))
-    for key in ("behavior.view_prob", "behavior.cart_prob"):
-        out.append(_default(key, "no product_view / cart_add rows; only the product "
-                                 "view·cart·purchase_propensity is identified"))
+    key = "population.segments[*].purchase_propensity"
+    pp, side = _solve(p_conv, pc, 1e-6, pp_max)
+    if side:
+        why = (f"{kc} of the {n} no-message users purchased within {window_d:g} days ("
+               + ("no buyer: the purchase propensity solves to 0)" if side == "below" else
+                  f"no purchase propensity up to {pp_max:g} reproduces that share at the fitted "
+                  f"visit rate; the model reaches {p_conv(pp_max):.4f})"))
+        out.append(_default(key, why))
+        d.notes.append(f"window fit: {why}, so the purchase propensity keeps the base scenario's "
+                       f"value {seg.purchase_propensity:g}; to fit it, calibrate from a log whose "
+                       "no-message arm has both buyers and non-buyers (e.g. more users)")
+    else:
+        (pp_lo, s_lo), (pp_hi, s_hi) = (_solve(p_conv, pc_lo, 1e-6, pp_max),
+                                        _solve(p_conv, pc_hi, 1e-6, pp_max))
+        edge = _bound_note([b for b, sd in (("lower", s_lo), ("upper", s_hi)) if sd],
+                           f"search range [0, {pp_max:g}]")
+        out.append(_est(key, pp, pp_lo, pp_hi, n, "solved from the no-message arm's conversion "
+                        "rate (view_prob, cart_prob at base values: only their product with it is "
+                        f"identified){edge}"))
+    out += funnel
     # message arms: P(visit | a) = 1 - (1 - p_ct) * P(no spontaneous visit | one send at 0)
     fz = base.fatigue
     t_grid = np.linspace(0, window_d * 24, 200)

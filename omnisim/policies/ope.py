@@ -29,6 +29,7 @@ The module is pure: no I/O, randomness only from the generator or seed passed in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -232,6 +233,11 @@ class OffPolicyEstimator:
         ``method="bootstrap"``: percentile bootstrap over rounds (``n_bootstrap`` resamples,
         drawn from ``random_state`` — a seed or a ``numpy.random.Generator``).
         ``method="normal"``: normal approximation with the delta-method standard error.
+
+        With fewer than two rounds carrying the estimate — one logged round, or for the
+        self-normalised kinds (SNIPS, SNDR) one round with a non-zero importance weight —
+        no spread can be estimated: ``low`` and ``high`` are NaN (as
+        :func:`omnisim.stats.mean_sd_ci` with one value), never a zero-width interval.
         """
         if not 0 < alpha < 1:
             raise OPEInputError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -239,13 +245,23 @@ class OffPolicyEstimator:
                           position=position, estimated_rewards_by_reg_model=estimated_rewards_by_reg_model)
         base, num, den = self._checked_terms(v)
         value = _combine(base, num, den)
+        if method not in ("normal", "bootstrap"):
+            raise OPEInputError(f"method must be 'bootstrap' or 'normal', got {method!r}")
+        if method == "bootstrap" and n_bootstrap < 1:
+            raise OPEInputError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+        if _interval_rounds(den, v.n) < 2:
+            return value, math.nan, math.nan
         if method == "normal":
             low, high = _normal_interval(base, num, den, v.n, alpha)
-        elif method == "bootstrap":
-            low, high = _bootstrap_interval(base, num, den, v.n, alpha, n_bootstrap, _as_rng(random_state))
         else:
-            raise OPEInputError(f"method must be 'bootstrap' or 'normal', got {method!r}")
+            low, high = _bootstrap_interval(base, num, den, v.n, alpha, n_bootstrap, _as_rng(random_state))
         return value, low, high
+
+
+def _interval_rounds(den: np.ndarray | None, n: int) -> int:
+    """Rounds an interval rests on: all ``n``, or for a self-normalised estimate those with
+    a non-zero weight (the others add nothing to its ratio term)."""
+    return n if den is None else int(np.count_nonzero(den))
 
 
 def _normal_interval(base, num, den, n: int, alpha: float) -> tuple[float, float]:
@@ -258,7 +274,7 @@ def _normal_interval(base, num, den, n: int, alpha: float) -> tuple[float, float
         ratio = num.sum() / d.sum()
         psi += (num - ratio * d) / d.mean()
     value = _combine(base, num, den)
-    half = float(stats.norm.ppf(1 - alpha / 2) * psi.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    half = float(stats.norm.ppf(1 - alpha / 2) * psi.std(ddof=1) / np.sqrt(n))
     return value - half, value + half
 
 
@@ -378,7 +394,9 @@ ESTIMATORS: dict[str, type[OffPolicyEstimator]] = {
 
 @dataclass(frozen=True)
 class OPEResult:
-    """An off-policy estimate: ``value`` with its ``[ci_low, ci_high]`` interval over ``n`` rounds."""
+    """An off-policy estimate: ``value`` with its ``[ci_low, ci_high]`` interval over ``n``
+    rounds (NaN bounds when fewer than two rounds carry it; see
+    :meth:`OffPolicyEstimator.estimate_interval`)."""
 
     value: float
     ci_low: float
@@ -476,6 +494,10 @@ def fit_reward_model(
          else _integers("position", _vector("position", position, n, rows), len_list, "len_list"))
     if n_folds < 2:
         raise OPEInputError(f"n_folds must be >= 2 (cross-fitting), got {n_folds}")
+    if n < n_folds:
+        raise OPEInputError(f"context has {n} round(s), fewer than n_folds={n_folds}: a cross-fitted "
+                            f"reward model needs at least one round per fold; log more rounds, or use "
+                            f"an estimator without a reward model (ips, snips)")
     act = np.eye(n_actions) if action_context is None else np.asarray(action_context, dtype=float)
     if act.ndim != 2 or act.shape[0] != n_actions:
         raise OPEInputError(f"action_context must have shape (n_actions, d) = ({n_actions}, d), "

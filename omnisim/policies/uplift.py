@@ -423,11 +423,10 @@ class UpliftPolicy(BaseEstimator):
         dist[np.arange(len(greedy)), greedy] += 1 - self.epsilon
         return dist[:, :, None]
 
-    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
-        """One decision from ``ctx.traits``; unreachable channels are never chosen."""
-        kind = ctx.trigger.kind
-        if self.triggers is not None and kind not in self.triggers:
-            return []
+    def _options(self, ctx: Context) -> tuple[np.ndarray, list[str], list[int], int]:
+        """``(uplift, channels, allowed, greedy)`` in ``ctx``: the predicted uplift per action,
+        each action's channel, the indices of actions whose channel ``ctx`` can message, and
+        the greedy choice as an index into ``[none, *actions]``."""
         _check_fitted(self, "threshold_", "fit(X, treatment, y)")
         uplift = self.model_.predict_uplift(self.encoder_.transform_one(ctx.traits))[0]
         chans = self._channels()
@@ -435,6 +434,40 @@ class UpliftPolicy(BaseEstimator):
         masked = np.full_like(uplift, -np.inf)
         masked[allowed] = uplift[allowed]
         greedy = int(self._greedy(masked[None, :])[0]) if allowed else 0
+        return uplift, chans, allowed, greedy
+
+    def _label(self, choice: int) -> str:
+        """The action name of an index into ``[none, *actions]``."""
+        return NO_ACTION if choice == 0 else str(self.actions[choice - 1])
+
+    def action_probabilities(self, ctx: Context) -> dict[str, float]:
+        """``{action: probability}`` in ``ctx`` without drawing: exactly the propensities
+        :meth:`decide` logs, for off-policy evaluation on logged contexts.
+
+        With ``epsilon == 0``: probability 1 on the greedy action (``none`` when no action's
+        channel is reachable). With ``epsilon > 0``: ``epsilon / m`` on each of the ``m``
+        options (``none`` and every reachable action) plus ``1 - epsilon`` on the greedy one.
+        Triggers the policy does not decide on: ``{"none": 1.0}`` (``decide`` returns no
+        decision there). Over every channel reachable it equals a row of :meth:`action_dist`.
+        """
+        if self.triggers is not None and ctx.trigger.kind not in self.triggers:
+            return {NO_ACTION: 1.0}
+        _, _, allowed, greedy = self._options(ctx)
+        if self.epsilon <= 0:
+            return {self._label(greedy): 1.0}
+        options = [0] + [j + 1 for j in allowed]
+        out: dict[str, float] = {}
+        for o in options:
+            p = self.epsilon / len(options) + (1 - self.epsilon) * (o == greedy)
+            out[self._label(o)] = out.get(self._label(o), 0.0) + p
+        return out
+
+    def decide(self, ctx: Context, rng: np.random.Generator) -> list[Decision]:
+        """One decision from ``ctx.traits``; unreachable channels are never chosen."""
+        kind = ctx.trigger.kind
+        if self.triggers is not None and kind not in self.triggers:
+            return []
+        uplift, chans, allowed, greedy = self._options(ctx)
         choice, propensity = greedy, 1.0
         if self.epsilon > 0:
             options = [0] + [j + 1 for j in allowed]
