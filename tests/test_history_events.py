@@ -21,7 +21,7 @@ from omnisim.policies.registry import get_policy
 
 def test_declared_events_of_journeys_rules_and_wrappers():
     seed = load_journey("seed_journey")
-    assert seed.history_events == {"sent", "purchase", "unsubscribed", "opened", "product_view"}
+    assert seed.history_events == {"decided", "sent", "purchase", "unsubscribed", "opened", "product_view"}
     assert default_rules().history_events == {"sent"}
     engaged = PressureRules(caps=(Cap(max=1, window_h=24, engaged_max=3),))
     assert engaged.history_events == {"sent", "opened", "clicked"}
@@ -30,7 +30,7 @@ def test_declared_events_of_journeys_rules_and_wrappers():
     assert history_events(get_policy("blast")) == frozenset()  # reads_history = False
     assert history_events(get_policy("blast+pressure+holdout")) == {"sent"}
     everything = get_policy("journeys+pressure+holdout")
-    assert not {"decided", "delivered", "suppressed"} & history_events(everything)
+    assert not {"deferred", "delivered", "suppressed"} & history_events(everything)
     assert history_events(ThompsonChannel()) is None  # undeclared: every event
     assert history_events(with_pressure(ThompsonChannel())) is None
 

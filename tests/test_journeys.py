@@ -92,8 +92,9 @@ def test_step_without_consent_is_suppressed_and_journey_goes_on(seed):
 def test_reentry_cooldown_and_max_entries(seed):
     assert enter(seed, [H(-10, "sent", "email", "seed_journey")]) == []
     assert enter(seed, [H(-100, "sent", "email", "seed_journey")])[0].channel == "email"
-    welcome = load_journey("welcome")  # max_entries: 1
-    assert welcome.decide(make_context(T0, "signup", history=[H(-500, "sent", "email", "welcome")]), RNG) == []
+    welcome = load_journey("welcome")  # max_entries: 1, counted from the entries' decided rows
+    entry = H(-500, "decided", "email", "welcome")
+    assert welcome.decide(make_context(T0, "signup", history=[entry]), RNG) == []
     assert welcome.decide(make_context(T0, "signup"), RNG)[0].channel == "email"
 
 
@@ -225,3 +226,42 @@ def test_malformed_step_payload_is_a_clear_error(seed):
         seed.decide(make_context(T0, trig), RNG)
     trig = Trigger("journey_step", T0, {"journey": "seed_journey", "step": "gone", "entered_at": T0.isoformat()})
     assert seed.decide(make_context(T0, trig), RNG)[0].meta["exit"] == "unknown_step"
+
+
+KNOWN = ("one of signup, visit, product_view, cart_add, cart_abandon, purchase, opened, clicked, "
+         "inactivity")
+
+
+@pytest.mark.parametrize("triggers, message", [
+    (["cart_abandn"],
+     r"j\.triggers\[0\]: expected a behaviour trigger, " + KNOWN + ", got str 'cart_abandn'"),
+    (["signup", "sign_up"], r"j\.triggers\[1\]: expected a behaviour trigger, .*got str 'sign_up'"),
+    (["scheduled"], r"triggers\[0\]: expected a behaviour trigger"),  # the replay hook's, not a behaviour
+    ([], r"j\.triggers: expected at least one trigger kind \(" + KNOWN + r"\), got list \[\]"),
+    (["journey_step"], r"j\.triggers\[0\]: journey_step is reserved for follow-ups"),
+])
+def test_unknown_or_no_triggers_are_refused_naming_the_known_ones(triggers, message):
+    with pytest.raises(JourneyError, match=message):
+        journey_from_dict(_with(("triggers",), triggers))
+    with pytest.raises(JourneyError, match=message):  # the Python form too
+        Journey("j", tuple(triggers), (Step("a", "email"),))
+
+
+def test_trigger_errors_name_the_file(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("name: cart\ntriggers: [cart_abandn]\nsteps:\n  - {id: a, channel: email}\n")
+    with pytest.raises(JourneyError,
+                       match=r"typo\.yaml: cart\.triggers\[0\]: .*cart_abandon.*'cart_abandn'"):
+        load_journey(bad)
+    with pytest.raises(JourneyError, match=r"j\.triggers: expected a tuple of trigger kinds"):
+        Journey("j", "signup", (Step("a", "email"),))  # type: ignore[arg-type]
+
+
+def test_known_triggers_are_those_the_engines_and_the_sender_decide_on():
+    from omnisim.model.engine_simpy import TRIGGER_EVENTS as SIM
+    from omnisim.policies.journeys import BEHAVIOUR_TRIGGERS
+    from omnisim.send.service import TRIGGER_EVENTS as SENDER
+
+    assert set(BEHAVIOUR_TRIGGERS) == set(SIM) | {"inactivity"} == set(SENDER)
+    for kind in BEHAVIOUR_TRIGGERS:  # each is accepted
+        assert journey_from_dict(_with(("triggers",), [kind])).triggers == (kind,)

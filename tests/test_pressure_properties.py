@@ -1,7 +1,8 @@
 """Property-based tests: over random rule sets and random streams of pending messages, a
 small driver runs the admit loop (admit, append sends to history, re-queue defers) and checks
 that no cap is ever exceeded in any window, no non-exempt send falls in quiet hours in the
-user's timezone, the value-ordering of cap arbitration, and the exactness of cap deferrals.
+user's timezone, the value-ordering of cap arbitration, the exactness of cap deferrals, and
+that a cap admitting nothing (``max: 0``) drops at once with its own reason.
 
 The checks below re-derive windows from first principles (local dates and ISO weeks) rather
 than calling the module's window code.
@@ -32,7 +33,7 @@ caps = st.builds(
         mx, window_h=window if isinstance(window, float) else None,
         calendar=window if isinstance(window, str) else None, channel=channel, tag=tag,
         engaged_max=None if bonus is None else mx + bonus),
-    st.integers(1, 3), st.sampled_from([6.0, 24.0, 36.0, 168.0, "day", "week"]),
+    st.sampled_from([0, 1, 1, 2, 2, 3, 3]), st.sampled_from([6.0, 24.0, 36.0, 168.0, "day", "week"]),
     st.none() | st.sampled_from(CHANNELS), st.none() | st.just("promo"),
     st.none() | st.integers(1, 2))
 quiet = st.builds(QuietHours, st.integers(0, 23), st.integers(0, 23),
@@ -167,6 +168,18 @@ def check_run(rules: PressureRules, stream: list[Pending], tz: str, engagement: 
         for p, reason in call.admission.drop:
             if reason == "no_consent":
                 assert not consent[p.decision.channel]
+        # 6. a cap that admits nothing (limit 0) drops what it applies to at once, with its
+        # own reason — never a deferral, for any rule
+        dropped = dict((p.pending_id, r) for p, r in call.admission.drop)
+        for p in call.due:
+            d = p.decision
+            if d.tag in rules.exempt_tags or not consent[d.channel]:
+                continue
+            closed = [c for c in rules.caps
+                      if c.applies(d.channel, d.tag) and c.limit(is_engaged) == 0]
+            if closed:
+                event("dropped by a zero cap")
+                assert dropped.get(p.pending_id) == closed[0].reason, (p, closed)
 
     # 5. the log checker agrees: zero violations
     log = pd.DataFrame([{"ts": h.ts, "user_id": "u1", "event": "sent", "channel": h.channel,

@@ -56,7 +56,9 @@ from omnisim.model._gc import fewer_gc_passes
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
 from omnisim.model.scenario import Scenario
 from omnisim.policies import runtime
-from omnisim.policies.base import Context, Decision, FollowUp, HistoryEvent, Policy, Trigger
+from omnisim.policies.base import (
+    BEHAVIOUR_TRIGGERS, Context, Decision, FollowUp, HistoryEvent, Policy, Trigger,
+)
 
 try:  # the policies helper owns this module; the engine only needs the documented shape
     from omnisim.policies.pressure import Pending
@@ -73,8 +75,8 @@ __all__ = ["simulate", "SimulationResult", "HISTORY_DAYS", "TRIGGER_EVENTS"]
 #: Days of history kept per user and shown to policies.
 HISTORY_DAYS = 35
 #: Log events after which the policy is asked to decide (plus ``inactivity``, ``journey_step``).
-TRIGGER_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
-                  "opened", "clicked")
+#: Logged behaviour events that trigger a decision (``inactivity`` is raised apart).
+TRIGGER_EVENTS = tuple(k for k in BEHAVIOUR_TRIGGERS if k != "inactivity")
 _EPS_H = runtime.DUE_TOLERANCE_H     # time tolerance when comparing due times (hours)
 _MIN_DEFER_H = runtime.MIN_DEFER_H   # a deferral moves a pending at least one minute ahead
 

@@ -44,13 +44,19 @@ class HistoryEvent:
     value: float | None = None
 
 
+#: The behaviour events a policy is asked to decide on (a :class:`Trigger`'s ``kind``), in the
+#: simulators and the sender alike: logged events, and ``inactivity`` (a user quiet for the
+#: scenario's / sender's inactivity threshold).
+BEHAVIOUR_TRIGGERS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
+                      "opened", "clicked", "inactivity")
+
+
 @dataclass(frozen=True, slots=True)
 class Trigger:
     """What caused this decision.
 
-    ``kind`` is a behaviour event (``signup``, ``product_view``, ``cart_abandon``,
-    ``inactivity`` …) or ``journey_step`` for a follow-up a policy scheduled earlier
-    (its :class:`FollowUp` ``payload`` comes back in ``payload``).
+    ``kind`` is one of :data:`BEHAVIOUR_TRIGGERS` or ``journey_step`` for a follow-up a
+    policy scheduled earlier (its :class:`FollowUp` ``payload`` comes back in ``payload``).
     """
 
     kind: str

@@ -24,9 +24,24 @@ What the journey relies on from the history (``Context.history``):
   an email step sees it.
 - Exits: an event in ``exit_on`` (default ``purchase``, ``unsubscribed``) after entry ends
   the journey at its next step (a ``none`` decision with ``meta["exit"]``).
-- Re-entry: no entry while the journey sent a message within ``reentry_cooldown_h``
-  (default: the journey's span); at most ``max_entries`` entries visible in the history
-  (entries are counted as clusters of the journey's sends at least a span apart).
+- Re-entry counts *entries*, not sends. Every entry logs a ``decided`` row with the
+  journey's campaign at once — the wait before a first step (``step: entry``), the first
+  step's decision (a message, a ``no_consent`` none) or the holdout's ``none`` — so the
+  history shows an entry before any message. The journey's *own rows* are its ``decided``
+  and ``sent`` rows (``campaign`` = its name). A trigger enters only if
+
+  1. one run at a time: no own row in the last :attr:`Journey.longest_wait_h` hours (a run
+     whose last decision is older than its longest wait has no step left to run);
+  2. no entry within ``reentry_cooldown_h`` hours (default: the journey's span
+     :attr:`Journey.span_h`); a cooldown shorter than the longest wait acts as rule 1;
+  3. fewer than ``max_entries`` entries are visible in the history (35 days in engines).
+
+  An *entry* in the history is an own ``decided`` row with no own row in the
+  ``longest_wait_h`` hours before it: exactly the entries, since rule 1 admitted them and
+  every later decision of a run follows the previous one within that wait. (The history
+  carries no ``step``; a step the sender ran late after an outage can look like an entry,
+  which only delays the next entry.) Histories without the journey's ``decided`` rows (a
+  foreign log) show no entries: rule 1 then counts its sends alone.
 - A per-journey holdout (``holdout_share``) answers entry with ``none`` / ``holdout``;
   the journey's decisions for other users carry propensity ``1 - holdout_share``.
 
@@ -60,7 +75,7 @@ YAML (the same fields as the dataclasses; see ``omnisim/builtin/journeys/``)::
 
     name: seed_journey            # campaign name; the policy is "seed_journey@<version>"
     version: 1
-    triggers: [product_view, cart_abandon]
+    triggers: [product_view, cart_abandon]   # non-empty, of BEHAVIOUR_TRIGGERS
     exit_on: [purchase, unsubscribed]
     reentry_cooldown_h: 72        # optional; max_entries, holdout_share, holdout_salt too
     steps:
@@ -89,13 +104,16 @@ import numpy as np
 from omnisim.log import CHANNELS as LOG_CHANNELS, EVENTS
 from omnisim.policies import _spec
 from omnisim.policies.base import (
-    CHANNELS, NO_ACTION, Context, Decision, FollowUp, Policy, next_local_hour, no_message,
+    BEHAVIOUR_TRIGGERS, CHANNELS, NO_ACTION, Context, Decision, FollowUp, Policy, next_local_hour,
+    no_message,
 )
 from omnisim.policies.holdout import in_holdout
 
 EXIT = "exit"
 SINCE = ("entry", "step")
 OWN_BY_DEFAULT = ("sent", "delivered", "opened", "clicked", "bounced")
+#: The journey's own history rows re-entry reads (module docstring, "Re-entry").
+REENTRY_EVENTS = ("decided", "sent")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "journeys"
 
 
@@ -234,6 +252,19 @@ class Journey:
         return sum(s.delay_h + (24.0 if s.at_local_hour is not None else 0.0) for s in self.steps) + 1.0
 
     @property
+    def longest_wait_h(self) -> float:
+        """An upper bound on the hours between two consecutive decisions of one entry (the
+        entry and its first step included): the longest step wait, plus 24 h for one until
+        a local hour, plus 1 h (a DST change)."""
+        return max(s.delay_h + (24.0 if s.at_local_hour is not None else 0.0) for s in self.steps) + 1.0
+
+    @property
+    def cooldown_h(self) -> float:
+        """Hours after an entry before the next may start: ``reentry_cooldown_h``, default
+        :attr:`span_h` (one run at a time is enforced apart, by :meth:`_may_enter`)."""
+        return self.reentry_cooldown_h if self.reentry_cooldown_h is not None else self.span_h
+
+    @property
     def trigger_kinds(self) -> frozenset[str]:
         """Trigger kinds ``decide`` may answer: the entry triggers and ``journey_step``
         (docs/decision-core.md, "Batch decisions")."""
@@ -241,9 +272,10 @@ class Journey:
 
     @property
     def history_events(self) -> frozenset[str]:
-        """The history events ``decide`` reads: its own sends (re-entry), ``exit_on`` and
-        the events its conditions name (docs/decision-core.md, "Batch decisions")."""
-        return frozenset({"sent", *self.exit_on, *(c.event for s in self.steps for c in s.when)})
+        """The history events ``decide`` reads: its own ``decided`` and ``sent`` rows
+        (re-entry), ``exit_on`` and the events its conditions name (docs/decision-core.md,
+        "Batch decisions")."""
+        return frozenset({*REENTRY_EVENTS, *self.exit_on, *(c.event for s in self.steps for c in s.when)})
 
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -282,17 +314,46 @@ class Journey:
                         meta={"step": "entry", "entry_id": payload["entry_id"]})]
 
     def _may_enter(self, ctx: Context) -> bool:
-        sends = sorted(h.ts for h in ctx.history if h.event == "sent" and h.campaign == self.journey)
-        cooldown = self.reentry_cooldown_h if self.reentry_cooldown_h is not None else self.span_h
-        if sends and sends[-1] > ctx.now - timedelta(hours=cooldown):
+        """Whether a behaviour trigger may enter (module docstring, "Re-entry"): reads the
+        whole history, in time order."""
+        own = sorted(((h.ts, h.event == "decided") for h in ctx.history
+                      if h.campaign == self.journey and h.event in REENTRY_EVENTS),
+                     key=lambda row: row[0])
+        if not own:
+            return True
+        wait = timedelta(hours=self.longest_wait_h)
+        if ctx.now - own[-1][0] < wait:
+            return False  # a run may still be going
+        entries, last = [], None
+        for ts, decided in own:
+            if decided and (last is None or ts - last >= wait):
+                entries.append(ts)
+            last = ts
+        if entries and ctx.now - entries[-1] < timedelta(hours=self.cooldown_h):
             return False
-        if self.max_entries is not None:
-            entries, start = 0, None
-            for ts in sends:
-                if start is None or ts > start + timedelta(hours=self.span_h):
-                    entries, start = entries + 1, ts
-            return entries < self.max_entries
-        return True
+        return self.max_entries is None or len(entries) < self.max_entries
+
+    def _may_enter_recent(self, ctx: Context) -> bool:
+        """:meth:`_may_enter` without ``max_entries``, reading an oldest-first history newest
+        first, only back to the last entry or the cooldown's start."""
+        journey, now = self.journey, ctx.now
+        wait = timedelta(hours=self.longest_wait_h)
+        since = now - timedelta(hours=self.cooldown_h)
+        newest = True
+        # the own row just seen, if decided: an entry when the next older own row is a wait before it
+        later: datetime | None = None
+        for h in reversed(ctx.history):
+            if h.campaign != journey or h.event not in REENTRY_EVENTS:
+                continue
+            if newest and now - h.ts < wait:
+                return False  # a run may still be going
+            newest = False
+            if later is not None and later - h.ts >= wait:
+                return False  # ``later`` is the last entry, and it is after ``since``
+            if h.ts <= since:
+                return True  # the last entry is ``h`` or older: not within the cooldown
+            later = h.ts if h.event == "decided" else None
+        return later is None  # ``later``: the oldest own row, an entry within the cooldown
 
     def _run(self, ctx: Context, payload: dict[str, Any]) -> list[Decision]:
         index = next((i for i, s in enumerate(self.steps) if s.id == payload.get("step")), None)
@@ -354,18 +415,9 @@ class Journey:
             return self._run_sorted(ctx, dict(trig.payload))
         if trig.kind not in self.triggers:
             return []
-        if self.max_entries is not None:
-            if not self._may_enter(ctx):
-                return []
-        else:  # the last own send is the newest one: scan back to it only
-            cooldown = self.reentry_cooldown_h if self.reentry_cooldown_h is not None else self.span_h
-            limit = ctx.now - timedelta(hours=cooldown)
-            journey = self.journey
-            for h in reversed(ctx.history):
-                if h.event == "sent" and h.campaign == journey:
-                    if h.ts > limit:
-                        return []
-                    break
+        may_enter = self._may_enter if self.max_entries is not None else self._may_enter_recent
+        if not may_enter(ctx):
+            return []
         return self._enter(ctx, self._run_sorted)
 
     def _run_sorted(self, ctx: Context, payload: dict[str, Any]) -> list[Decision]:
@@ -524,8 +576,22 @@ def _validate(j: Journey) -> None:
                 raise _spec.fail(E, f"{p}.when[{k}].channel", "one of " + ", ".join(LOG_CHANNELS), c.channel)
     if not 0.0 <= j.holdout_share <= 1.0:
         raise _spec.fail(E, f"{j.journey}.holdout_share", "a number in [0, 1]", j.holdout_share)
-    if "journey_step" in j.triggers:
-        raise E(f"{j.journey}.triggers: journey_step is reserved for follow-ups")
+    _check_triggers(j.triggers, f"{j.journey}.triggers")
+
+
+def _check_triggers(triggers: Any, where: str) -> None:
+    """``Journey.triggers``: a non-empty tuple of :data:`BEHAVIOUR_TRIGGERS` — a typo would
+    otherwise never fire."""
+    E, known = JourneyError, "one of " + ", ".join(BEHAVIOUR_TRIGGERS)
+    if isinstance(triggers, str) or not isinstance(triggers, (tuple, list)):
+        raise _spec.fail(E, where, f"a tuple of trigger kinds ({known})", triggers)
+    if not triggers:
+        raise _spec.fail(E, where, f"at least one trigger kind ({known})", list(triggers))
+    for i, kind in enumerate(triggers):
+        if kind == "journey_step":
+            raise E(f"{where}[{i}]: journey_step is reserved for follow-ups (expected {known})")
+        if kind not in BEHAVIOUR_TRIGGERS:
+            raise _spec.fail(E, f"{where}[{i}]", f"a behaviour trigger, {known}", kind)
 
 
 def _check_fallback(chain: tuple[Any, ...], channel: str, where: str, single: bool = False,
@@ -715,4 +781,4 @@ def builtin_journeys() -> Sequence[str]:
 
 
 __all__ = ["Condition", "Step", "Journey", "JourneySet", "JourneyError", "journey_from_dict",
-           "load_journey", "builtin_journeys", "ordered_fallbacks"]
+           "load_journey", "builtin_journeys", "ordered_fallbacks", "BEHAVIOUR_TRIGGERS"]

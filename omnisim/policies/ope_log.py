@@ -51,6 +51,7 @@ import pandas as pd
 
 from omnisim.errors import OmnisimError
 from omnisim.policies.base import (
+    BEHAVIOUR_TRIGGERS,
     CHANNELS,
     NO_ACTION,
     Context,
@@ -72,8 +73,7 @@ REWARDS: tuple[str, ...] = ("open", "click", "visit", "purchase", "revenue")
 HISTORY_DAYS = 35
 #: Default attribution window: two weeks (Hillstrom's outcome window), in hours.
 DEFAULT_WINDOW_H = 14 * 24.0
-_TRIGGER_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
-                   "opened", "clicked")
+_TRIGGER_EVENTS = tuple(k for k in BEHAVIOUR_TRIGGERS if k != "inactivity")  # logged ones
 #: Users-table columns the simulator keeps hidden from policies (never used as traits).
 _HIDDEN = ("activity", "visit_rate_per_day", "purchase_propensity", "basket_median", "price_sensitivity",
            "fatigue_tolerance", "email_check_median_h", "is_new", "signup_offset_h", "last_visit_days_ago")

@@ -8,14 +8,18 @@ was already sent comes from ``ctx.history`` (``sent`` events).
 Rules, in the order ``admit`` applies them to one non-exempt pending:
 
 1. consent (``no_consent``, dropped);
-2. quiet hours in the user's local time (``quiet_hours``; per rule ``defer`` to the window's
+2. a cap that admits nothing for this user — ``max: 0``, or ``engaged_max: 0`` for an
+   engaged user — drops it at once with the cap's own reason (``cap:sms:cal-day``): no
+   window passing frees such a cap, so it is never deferred (for it or for quiet hours)
+   only to end ``expired``;
+3. quiet hours in the user's local time (``quiet_hours``; per rule ``defer`` to the window's
    end, or ``drop``);
-3. dedup: the same campaign already sent on any channel within ``dedup_h``
+4. dedup: the same campaign already sent on any channel within ``dedup_h``
    (``dedup``, dropped; a decision with ``meta["dedup"] is False`` opts out — journeys'
    later steps do, they are deliberate sequences of one offer);
-4. escalation (``priority``): e.g. SMS only after the campaign's email went out ``wait_h``
+5. escalation (``priority``): e.g. SMS only after the campaign's email went out ``wait_h``
    earlier and drew no open/click;
-5. caps (``cap:<scope>:<window>``) — global, per channel and/or per tag, over a rolling
+6. caps (``cap:<scope>:<window>``) — global, per channel and/or per tag, over a rolling
    window (``window_h``, label ``7d`` / ``36h``) or a calendar window in the user's
    timezone (``calendar: day|week``, label ``cal-day`` / ``cal-week``; weeks start Monday
    00:00 local). Adaptive caps: ``engaged_max`` applies to users with at least
@@ -150,9 +154,12 @@ class Cap:
 
     def free_at(self, counted: Sequence[datetime], limit: int, start: datetime,
                 next_start: datetime | None) -> datetime:
-        """The first instant a new send fits, given the counted sends in the window (sorted)."""
-        if next_start is not None or limit <= 0:
-            return next_start if next_start is not None else datetime.max.replace(tzinfo=start.tzinfo)
+        """The first instant a new send fits, given the counted sends in the window (sorted);
+        ``datetime.max`` (never) when ``limit`` is 0."""
+        if limit <= 0:
+            return datetime.max.replace(tzinfo=start.tzinfo)
+        if next_start is not None:
+            return next_start
         k = len(counted) - limit  # this one (0-based, oldest first) must leave the window
         return counted[k] + timedelta(hours=self.window_h)
 
@@ -319,6 +326,20 @@ class PressureRules:
                 else len(self.channel_priority))
         return (not self.is_exempt(d), -d.priority, -d.expected_value, rank, p.created, p.pending_id)
 
+    @cached_property
+    def _zero_caps(self) -> tuple[Cap, ...]:
+        """The caps whose limit is 0 for some users (``max`` or ``engaged_max``)."""
+        return tuple(c for c in self.caps
+                     if c.max <= 0 or (c.engaged_max is not None and c.engaged_max <= 0))
+
+    def _closed_cap(self, d: Decision, engaged: bool) -> Cap | None:
+        """The first cap on ``d``'s channel and tag that admits nothing for this user (its
+        limit is 0), else ``None``."""
+        for cap in self._zero_caps:
+            if cap.limit(engaged) <= 0 and cap.applies(d.channel, d.tag):
+                return cap
+        return None
+
     def _check(self, d: Decision, ctx: Context, sent: list[Any], engaged: bool,
                hour: float, windows: dict[int, tuple[datetime, datetime | None]] | None = None,
                ) -> tuple[datetime | None, str] | None:
@@ -327,6 +348,9 @@ class PressureRules:
         ``sent``: past and just-admitted sends (``ts``, ``channel``, ``tag``, ``campaign``);
         ``windows``: each cap's window at ``ctx.now``, filled on first use."""
         now = ctx.now
+        closed = self._closed_cap(d, engaged)
+        if closed is not None:
+            return None, closed.reason
         q = self.quiet_rule(d.channel, hour)
         if q is not None:
             if q.action == "drop":

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 from omnisim.errors import OmnisimError
 from omnisim.policies import runtime
 from omnisim.policies.artifact import load_artifact, read_artifact
-from omnisim.policies.base import Context, Decision, HistoryEvent, Policy, Trigger
+from omnisim.policies.base import BEHAVIOUR_TRIGGERS, Context, Decision, HistoryEvent, Policy, Trigger
 from omnisim.policies.pressure import Pending
 from omnisim.send import scheduler as sch
 from omnisim.send.clock import Clock
@@ -48,8 +48,7 @@ CALLBACK_EVENTS = ("delivered", "opened", "clicked", "bounced", "failed", "unsub
 TRIGGER_ONLY = ("inactivity",)
 EVENT_TYPES = BEHAVIOUR_EVENTS + CALLBACK_EVENTS + TRIGGER_ONLY
 #: Events after which the policy is asked to decide (as in the reference engine).
-TRIGGER_EVENTS = ("signup", "visit", "product_view", "cart_add", "cart_abandon", "purchase",
-                  "opened", "clicked", "inactivity")
+TRIGGER_EVENTS = BEHAVIOUR_TRIGGERS
 MESSAGE_CHANNELS = ("email", "sms", "push")
 
 

@@ -152,8 +152,10 @@ class Worker:
             rows = self.store.query(
                 f"UPDATE outbox SET state = 'sending', lease_us = ?, attempts = attempts + 1 "
                 f"WHERE message_id IN ({pick}) RETURNING message_id, body, attempts, retries, "
-                "COALESCE(queued_us, due_us), result",
+                "COALESCE(queued_us, due_us), result, due_us",
                 (lease_us, to_us(self.service.clock.now()), now_us, self.config.batch))
+        # RETURNING keeps no order (PostgreSQL): deliver in the order the messages fell due
+        rows = sorted(rows, key=lambda r: (int(r[6]), r[0]))
         return [Claimed(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), r[5]) for r in rows]
 
     def renew(self, message_id: str, claims: int) -> bool:
