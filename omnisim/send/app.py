@@ -18,17 +18,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pydantic import BaseModel, Field, field_validator
 
 from omnisim.errors import OmnisimError
 from omnisim.send.metrics import Metrics
 from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, Event, Ingested, LoadedPolicy
-from omnisim.send.validation import (EVENT_SCHEMA, MAX_ID_CHARS, NOT_BLANK_NO_NUL, id_error,
-                                     parse_event)
+from omnisim.send.validation import (EVENT_SCHEMA, MAX_ADDRESS_CHARS, MAX_ID_CHARS,
+                                     NOT_BLANK_NO_NUL, address_error, id_error, parse_event)
 
-#: Largest request body accepted, bytes; largest batch, events (``create_app`` defaults).
+#: Largest request body accepted, bytes, on every route but the policy upload; largest
+#: batch, events (``create_app`` defaults).
 MAX_BODY_BYTES = 1_048_576
 MAX_BATCH = 1000
+#: Largest body of ``POST /admin/policy``, bytes (``create_app(max_policy_bytes=…)``): an
+#: artifact carries its fitted models' arrays (base64) and may well pass MAX_BODY_BYTES.
+MAX_POLICY_BYTES = 64 * MAX_BODY_BYTES
+POLICY_PATH = "/admin/policy"
 #: Most log rows ``GET /users/{id}/timeline`` returns (its ``limit`` is clamped to 1..this).
 MAX_TIMELINE_ROWS = 10_000
 API_KEY_ENV = "OMNISIM_SEND_API_KEY"
@@ -40,6 +47,9 @@ USER_ID_PATH = Path(description=f"The user: a non-blank string of at most {MAX_I
                     json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS,
                                        "pattern": NOT_BLANK_NO_NUL})
 _CHANNEL_KEYS = {"propertyNames": {"enum": list(MESSAGE_CHANNELS)}}
+_ADDRESSES = {**_CHANNEL_KEYS, "properties": {
+    ch: {"type": "string", "maxLength": n, "description": f"At most {n} characters."}
+    for ch, n in MAX_ADDRESS_CHARS.items()}}
 
 
 class UserIn(BaseModel):
@@ -48,7 +58,7 @@ class UserIn(BaseModel):
     timezone: str = Field(examples=["Europe/Paris"])
     traits: dict[str, Any] = Field(default_factory=dict)
     addresses: dict[str, str] = Field(default_factory=dict, examples=[{"email": "a@example.com"}],
-                                      json_schema_extra=_CHANNEL_KEYS)
+                                      json_schema_extra=_ADDRESSES)
     consent: dict[str, bool] = Field(default_factory=dict, examples=[{"email": True, "sms": False}],
                                      json_schema_extra=_CHANNEL_KEYS)
 
@@ -69,10 +79,69 @@ class UserIn(BaseModel):
             raise ValueError(f"unknown channel(s) {', '.join(bad)}; expected {', '.join(MESSAGE_CHANNELS)}")
         return v
 
+    @field_validator("addresses")
+    @classmethod
+    def _address_lengths(cls, v: dict[str, str]) -> dict[str, str]:
+        for channel, address in v.items():
+            if (error := address_error(channel, address)) is not None:
+                raise ValueError(error)
+        return v
+
+
+class BodyLimit:
+    """ASGI middleware: reads a request's body, up to the limit of its path, before the app
+    does, and answers 413 as soon as the declared ``Content-Length`` or the bytes received
+    pass it — so no client makes the sender hold more than the limit in memory, a chunked
+    body without ``Content-Length`` included. Every route that reads a body is covered."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_policy_bytes: int,
+                 max_batch: int) -> None:
+        self.app = app
+        self.max_body_bytes, self.max_policy_bytes = max_body_bytes, max_policy_bytes
+        self.max_batch = max_batch
+
+    def limit(self, path: str) -> tuple[int, str]:
+        """The body limit of ``path``, bytes, and what a client over it should do."""
+        if path == POLICY_PATH:
+            return self.max_policy_bytes, ("a larger artifact can be installed by restarting "
+                                           "`omnisim send serve --policy FILE`")
+        if path == "/events":
+            return self.max_body_bytes, (f"send the events in smaller batches (at most "
+                                         f"{self.max_batch} events a request)")
+        return self.max_body_bytes, "send a smaller body"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, hint = self.limit(scope["path"])
+        declared = Headers(scope=scope).get("content-length")
+        size: int | None = int(declared) if declared and declared.isdigit() else None
+        received: list[Message] = []
+        if size is None or size <= limit:
+            size, more = 0, True
+            while more and (size <= limit):
+                message = await receive()
+                received.append(message)
+                size += len(message.get("body", b""))
+                more = message["type"] == "http.request" and message.get("more_body", False)
+        if size > limit:
+            what = f"{size} bytes" if declared else f"more than {limit} bytes (cut off there)"
+            await _error(413, f"request body of {what} exceeds the limit of {limit} bytes for "
+                              f"{scope['method']} {scope['path']}; {hint}")(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
+
 
 def create_app(service: DecisionService, *, metrics: Metrics | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> FastAPI:
-    """The API over ``service`` (its store, policy and clock)."""
+               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
+               max_policy_bytes: int = MAX_POLICY_BYTES) -> FastAPI:
+    """The API over ``service`` (its store, policy and clock). Request bodies are limited to
+    ``max_body_bytes`` (``max_policy_bytes`` for ``POST /admin/policy``) by :class:`BodyLimit`."""
     store = service.store
     metrics = metrics or Metrics(store.counts)
     service.observer.decision = lambda ch: metrics.decisions.labels(ch).inc()
@@ -93,6 +162,16 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         raise HTTPException(401, "missing or invalid API key: send it in the X-API-Key header")
 
     auth = [Depends(api_key)]
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes,
+                       max_policy_bytes=max_policy_bytes, max_batch=max_batch)
+
+    def limited_body(what: str, limit: int) -> dict[str, Any]:
+        """The OpenAPI ``requestBody`` additions stating a route's body limit."""
+        return {"x-max-body-bytes": limit,
+                "description": f"{what}; the body at most {limit} bytes (else 413)."}
+
+    def too_large_answer(limit: int) -> dict[int | str, dict[str, Any]]:
+        return {413: {"description": f"Too large: a body has at most {limit} bytes."}}
 
     @app.middleware("http")
     async def _timing(request: Request, call_next: Any) -> Response:
@@ -147,12 +226,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         bad item, 500 when processing it raised (its user's events in the request are rolled
         back and quarantined; the rest of the batch is kept).
         """
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error(413, f"request body of {declared} bytes exceeds the limit of {max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            return _error(413, f"request body of {len(raw)} bytes exceeds the limit of {max_body_bytes} bytes")
+        raw = await request.body()  # at most max_body_bytes (BodyLimit)
         now = service.clock.now()
         try:
             data = json.loads(raw)
@@ -217,7 +291,8 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         if (error := id_error("user_id", user_id)) is not None:
             raise HTTPException(422, error)
 
-    @app.put("/users/{user_id}", dependencies=auth)
+    @app.put("/users/{user_id}", dependencies=auth, responses=too_large_answer(max_body_bytes),
+             openapi_extra={"requestBody": limited_body("A user's profile", max_body_bytes)})
     def put_user(user: UserIn, user_id: str = USER_ID_PATH) -> dict[str, Any]:
         """Create or replace a user's timezone, traits, addresses and consent."""
         valid_id(user_id)
@@ -251,7 +326,9 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         return {"user_id": user_id, "events": rows,
                 "scheduled": [{"kind": k, "due": from_us(d).isoformat()} for k, d in pending]}
 
-    @app.post("/admin/policy", dependencies=auth)
+    @app.post(POLICY_PATH, dependencies=auth, responses=too_large_answer(max_policy_bytes),
+              openapi_extra={"requestBody": limited_body("A policy artifact (JSON)",
+                                                         max_policy_bytes)})
     def swap_policy(artifact: dict[str, Any] = Body(..., description="A policy artifact (JSON)")) -> dict[str, Any]:
         """Verify an artifact and swap it in atomically; pending timers and messages stay."""
         try:

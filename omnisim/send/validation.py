@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -11,6 +12,14 @@ from omnisim.send.service import CALLBACK_EVENTS, EVENT_TYPES, Event
 FIELDS = ("key", "user_id", "type", "ts", "channel", "message_id", "value", "properties")
 CHANNELS = ("email", "sms", "push", "web", "none")
 MAX_ID_CHARS = 200
+#: Longest ``message_id``: the sender names its messages ``{user_id}-m{n}``.
+MAX_MESSAGE_ID_CHARS = MAX_ID_CHARS + 40
+#: Longest address per channel (``PUT /users/{id}``): an email address (RFC 5321: a 64-octet
+#: local part, ``@`` and a 255-octet domain), a phone number (E.164 has at most 15 digits;
+#: room for ``+``, spaces and dashes), a push token (FCM/APNs tokens, or a Web Push URL).
+MAX_ADDRESS_CHARS = {"email": 320, "sms": 32, "push": 4096}
+#: Largest ``properties`` of an event: bytes of its compact JSON (UTF-8).
+MAX_PROPERTIES_BYTES = 16_384
 #: How far ahead of the clock an event's ts may be (clock skew), seconds.
 MAX_FUTURE_S = 300
 #: The earliest ts accepted (the store counts µs from it; earlier is a client bug).
@@ -40,11 +49,15 @@ EVENT_SCHEMA: dict[str, Any] = {
                                f"{MIN_TS:%Y-%m-%dT%H:%M:%SZ} and at most {MAX_FUTURE_S} s ahead of "
                                "the server's clock.")},
         "channel": {"type": "string", "enum": list(CHANNELS)},
-        "message_id": {"type": "string", "minLength": 1, "pattern": NO_NUL,
+        "message_id": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID_CHARS,
+                       "pattern": NO_NUL,
                        "description": ("The message a callback is about (one sent to this user); a "
-                                       "non-empty string without NUL (\\u0000).")},
+                                       f"non-empty string of at most {MAX_MESSAGE_ID_CHARS} "
+                                       "characters, without NUL (\\u0000).")},
         "value": {"type": "number", "minimum": 0, "description": "Revenue on purchase; finite, >= 0."},
-        "properties": {"type": "object", "description": "Trigger payload for the policy.",
+        "properties": {"type": "object", "x-max-json-bytes": MAX_PROPERTIES_BYTES,
+                       "description": (f"Trigger payload for the policy; at most "
+                                       f"{MAX_PROPERTIES_BYTES} bytes as compact JSON (UTF-8)."),
                        "properties": {"campaign": {
                            "type": "string", "pattern": NO_NUL,
                            "description": ("A callback's campaign when its message is unknown; "
@@ -79,8 +92,10 @@ def parse_event(item: Any, now: datetime) -> Event | str:
     if channel is not None and channel not in CHANNELS:
         return f"channel: unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}"
     mid = item.get("message_id")
-    if mid is not None and (not isinstance(mid, str) or not mid or "\x00" in mid):
-        return f"message_id: expected a non-empty string without NUL, got {mid!r}"
+    if mid is not None and (not isinstance(mid, str) or not mid or "\x00" in mid
+                            or len(mid) > MAX_MESSAGE_ID_CHARS):
+        return (f"message_id: expected a non-empty string without NUL, of at most "
+                f"{MAX_MESSAGE_ID_CHARS} characters, got {_short(mid)}")
     if kind in CALLBACK_EVENTS and mid is None and channel in (None, "web", "none"):
         return f"type {kind!r} is a message callback: give message_id (or the channel)"
     value = item.get("value")
@@ -90,6 +105,10 @@ def parse_event(item: Any, now: datetime) -> Event | str:
     props = item.get("properties", {})
     if not isinstance(props, dict):
         return f"properties: expected a JSON object, got {type(props).__name__}"
+    size = len(json.dumps(props, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_PROPERTIES_BYTES:
+        return (f"properties: {size} bytes as compact JSON exceeds the limit of "
+                f"{MAX_PROPERTIES_BYTES} bytes; keep large data out of events")
     campaign = props.get("campaign")  # a callback's campaign when its message is unknown
     if campaign is not None and (not isinstance(campaign, str) or "\x00" in campaign):
         return f"properties.campaign: expected a string without NUL, got {_short(campaign)}"
@@ -104,6 +123,16 @@ def id_error(name: str, value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS or "\x00" in value:
         return (f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters "
                 f"without NUL, got {_short(value)}")
+    return None
+
+
+def address_error(channel: str, address: Any) -> str | None:
+    """Why ``address`` cannot be a user's ``channel`` address (longer than
+    :data:`MAX_ADDRESS_CHARS` allows), or None when it can."""
+    limit = MAX_ADDRESS_CHARS.get(channel)
+    if limit is not None and isinstance(address, str) and len(address) > limit:
+        return (f"addresses.{channel}: at most {limit} characters, got {len(address)} "
+                f"({_short(address)})")
     return None
 
 

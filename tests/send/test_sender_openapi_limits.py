@@ -17,7 +17,9 @@ from sender_support import API_KEY, T0, artifact_path, make_service  # noqa: F40
 
 from omnisim.send import app as api
 from omnisim.send import validation
-from omnisim.send.validation import MAX_FUTURE_S, MAX_ID_CHARS, MIN_TS, parse_event
+from omnisim.send.validation import (MAX_ADDRESS_CHARS, MAX_FUTURE_S, MAX_ID_CHARS,
+                                     MAX_MESSAGE_ID_CHARS, MAX_PROPERTIES_BYTES, MIN_TS,
+                                     parse_event)
 
 H = {"X-API-Key": API_KEY}
 
@@ -78,6 +80,10 @@ def test_openapi_states_the_field_limits_of_an_event(tmp_path, artifact_path, mo
         assert f"at most {MAX_ID_CHARS} characters" in props[name]["description"]
         assert "NUL" in props[name]["description"]
     assert props["message_id"]["minLength"] == 1 and "NUL" in props["message_id"]["description"]
+    assert props["message_id"]["maxLength"] == MAX_MESSAGE_ID_CHARS
+    assert f"at most {MAX_MESSAGE_ID_CHARS} characters" in props["message_id"]["description"]
+    assert props["properties"]["x-max-json-bytes"] == MAX_PROPERTIES_BYTES
+    assert f"at most {MAX_PROPERTIES_BYTES} bytes" in props["properties"]["description"]
     assert f"at most {MAX_FUTURE_S} s ahead" in props["ts"]["description"]
     assert MIN_TS.strftime("%Y-%m-%dT%H:%M:%SZ") in props["ts"]["description"]
     assert props["value"]["minimum"] == 0
@@ -111,6 +117,7 @@ def test_openapi_states_the_limits_of_the_user_routes(tmp_path, artifact_path, m
     event(key="   "),
     event(user_id="u\x001"),
     event(message_id=""),
+    event(message_id="m" * (MAX_MESSAGE_ID_CHARS + 1), channel="email"),
     event(message_id="m\x001", channel="email"),
     event(properties={"campaign": "c\x00"}),
     event(value=-1),
@@ -126,7 +133,45 @@ def test_the_event_schema_refuses_what_the_validator_refuses(item):
 
 def test_the_event_schema_accepts_the_longest_valid_ids():
     import jsonschema  # installed with nbformat (papermill)
-    item = event(key="k" * MAX_ID_CHARS, user_id="u" * MAX_ID_CHARS, message_id="m1",
+    item = event(key="k" * MAX_ID_CHARS, user_id="u" * MAX_ID_CHARS,
+                 message_id="m" * MAX_MESSAGE_ID_CHARS,
                  channel="email", properties={"campaign": "spring"})
     assert not isinstance(parse_event(item, T0), str)
     jsonschema.validate(item, validation.EVENT_SCHEMA)
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_body_bytes": 4096, "max_policy_bytes": 8192}])
+def test_openapi_states_the_body_limit_of_every_route_with_a_body(tmp_path, artifact_path,
+                                                                 monkeypatch, limits):
+    """PUT /users and POST /admin/policy state their body limits and 413 (used to: none
+    stated, none enforced); every route with a body states one."""
+    client = serve(tmp_path, artifact_path, monkeypatch, **limits)
+    doc = client.get("/openapi.json").json()
+    max_bytes = limits.get("max_body_bytes", api.MAX_BODY_BYTES)
+    max_policy = limits.get("max_policy_bytes", api.MAX_POLICY_BYTES)
+    expected = {("/events", "post"): max_bytes, ("/users/{user_id}", "put"): max_bytes,
+                ("/admin/policy", "post"): max_policy}
+    with_body = {(path, method) for path, ops in doc["paths"].items()
+                 for method, op in ops.items() if "requestBody" in op}
+    assert with_body == set(expected)
+    for (path, method), limit in expected.items():
+        op = doc["paths"][path][method]
+        assert op["requestBody"]["x-max-body-bytes"] == limit
+        assert f"at most {limit} bytes" in op["requestBody"]["description"]
+        assert f"at most {limit} bytes" in op["responses"]["413"]["description"]
+    # enforced as stated
+    pad = json.dumps({"timezone": "UTC", "traits": {"pad": ""}}).encode()
+    body = pad.replace(b'""', b'"' + b"x" * (max_bytes + 1 - len(pad)) + b'"')
+    r = client.put("/users/u1", content=body, headers={**H, "Content-Type": "application/json"})
+    assert r.status_code == 413 and f"limit of {max_bytes} bytes" in r.json()["detail"]
+
+
+def test_openapi_states_the_address_limits(tmp_path, artifact_path, monkeypatch):
+    client = serve(tmp_path, artifact_path, monkeypatch)
+    doc = client.get("/openapi.json").json()
+    addresses = doc["components"]["schemas"]["UserIn"]["properties"]["addresses"]
+    assert set(addresses["properties"]) == set(MAX_ADDRESS_CHARS) == set(api.MESSAGE_CHANNELS)
+    for channel, n in MAX_ADDRESS_CHARS.items():
+        assert addresses["properties"][channel]["maxLength"] == n
+        user = {"timezone": "UTC", "addresses": {channel: "a" * (n + 1)}}
+        assert client.put("/users/u2", json=user, headers=H).status_code == 422
