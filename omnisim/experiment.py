@@ -7,7 +7,6 @@ and world randomness (common random numbers) and differences are not sampling no
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -235,9 +234,7 @@ def _ci_over_seeds(runs: pd.DataFrame, metric: str, confidence: float) -> tuple[
     """Mean and CI of ``metric`` over seeds: one value per seed (the mean of that seed's
     runs), NaN bounds with fewer than two finite seed values."""
     per_seed = pd.to_numeric(runs[metric], errors="coerce").groupby(runs["seed"]).mean()
-    finite = per_seed[np.isfinite(per_seed.to_numpy(float))]
-    mean, low, high = mean_ci(finite, confidence)
-    return (mean, low, high) if len(finite) >= 2 else (mean, math.nan, math.nan)
+    return mean_ci(per_seed, confidence)
 
 
 def compare(scenario, policies: Sequence, seeds: int | Sequence[int] = 5, *, n_users: int | None = None,

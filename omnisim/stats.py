@@ -66,13 +66,12 @@ def mean_ci(values: Any, confidence: float = 0.95) -> tuple[float, float, float]
     """Mean and two-sided Student-t interval of independent replicates (e.g. seeds).
 
     Returns ``(mean, low, high)``; non-finite values are dropped; with fewer than two finite
-    values the interval is the mean itself (no spread can be estimated).
+    values the bounds are NaN (no spread can be estimated, so no interval exists — never a
+    zero-width one that would read as certainty), as in :func:`mean_sd_ci`; with none the
+    mean is NaN too.
     """
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    m, _, lo, hi = mean_sd_ci(x, confidence)
-    if len(x) < 2:
-        return m, m, m
+    x = np.asarray(values, dtype=float).ravel()
+    m, _, lo, hi = mean_sd_ci(x[np.isfinite(x)], confidence)
     return m, lo, hi
 
 

@@ -847,16 +847,8 @@ class TuneResult:
         }
 
 
-def _interval(values: Sequence[float] | np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """``(mean, low, high)`` over seeds (Student t); NaN bounds with fewer than two finite
-    values, where no interval exists (never read as significant)."""
-    x = np.asarray(values, dtype=float)
-    m, lo, hi = mean_ci(x, confidence)
-    return (m, lo, hi) if np.isfinite(x).sum() >= 2 else (m, math.nan, math.nan)
-
-
 def _ci_block(values: Sequence[float] | np.ndarray, confidence: float) -> dict[str, float | None]:
-    m, lo, hi = _interval(values, confidence)
+    m, lo, hi = mean_ci(values, confidence)
     return {"mean": _json_num(m), "low": _json_num(lo), "high": _json_num(hi)}
 
 
@@ -1057,7 +1049,7 @@ def _reevaluate(cfg: TuneConfig, name: str, url: str | None, trials: pd.DataFram
     else:
         win = fresh[best_i]
         win_obj = np.array([cfg.objective(m) for m in win])
-        improvement = _interval(win_obj - base_obj, conf)
+        improvement = mean_ci(win_obj - base_obj, conf)
         significant = bool(improvement[1] > 0) if sign > 0 else bool(improvement[2] < 0)
         winner_params, winner_trial = cands[best_i]["params"], cands[best_i]["trial"]
         metric_cis["winner"] = block(win, win_obj)

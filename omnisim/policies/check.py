@@ -18,7 +18,9 @@ histories and triggers), follows its journey follow-ups a few steps, and checks 
 - a policy that declares which history events it reads (``history_events``, or
   ``reads_history = False``: none) decides the same on a history holding only those events
   (unsubscribes folded into consent, as engines that trim history do); the same for its
-  rules' ``history_events`` and ``admit``;
+  rules' ``history_events`` and ``admit``. The generated histories hold ``decided`` and
+  ``sent`` rows of the policy's own campaigns (:func:`policy_campaigns`), so a journey
+  reading its ``decided`` rows (re-entry) without declaring them fails;
 - if the policy carries pressure ``rules``, ``rules.admit`` accounts for every due pending
   exactly once, defers only to later times and gives every defer/drop a reason.
 """
@@ -45,6 +47,8 @@ TRIGGERS = ("signup", "product_view", "cart_add", "cart_abandon", "purchase", "v
 ANCHORS = ("2026-03-08", "2026-03-29", "2026-06-15", "2026-10-25", "2026-11-01", "2026-12-31")
 CAMPAIGNS = ("seed_journey", "welcome", "cart_abandon", "browse_abandon", "reactivation",
              "product_view", None)
+#: A campaign no policy under check runs (``check_policy`` mixes its runs with the policy's own).
+OTHER_CAMPAIGN = "other_campaign"
 HISTORY_EVENTS = ("sent", "opened", "clicked", "product_view", "visit", "cart_add", "purchase",
                   "unsubscribed")
 
@@ -64,9 +68,18 @@ def make_context(now: datetime, trigger: str | Trigger = "product_view", *, user
                    history=sorted(history, key=lambda h: h.ts), trigger=trig)
 
 
-def sample_contexts(n: int = 48, seed: int = 0) -> list[Context]:
-    """``n`` varied contexts (seeded): timezones, consent, histories and triggers."""
+def sample_contexts(n: int = 48, seed: int = 0, campaigns: Sequence[str] | None = None) -> list[Context]:
+    """``n`` varied contexts (seeded): timezones, consent, histories and triggers.
+
+    Besides random behaviour and message events, each history holds a few *runs* of
+    campaigns (``campaigns``, default :data:`CAMPAIGNS`): ``decided`` rows as engines log
+    them (``none`` waits, held-out or ``no_consent`` entries alone; messages with their
+    ``sent`` row), some within hours of ``now`` — what a journey reads for re-entry. Pass a
+    policy's campaigns (:func:`policy_campaigns`) so its own rows appear. The runs come from
+    a stream of their own: the other events are the same whatever ``campaigns`` is."""
     rng = np.random.default_rng(seed)
+    runs_rng = np.random.default_rng([seed, 1])
+    names = [c for c in (campaigns if campaigns is not None else CAMPAIGNS) if c]
     out = []
     for i in range(n):
         day = datetime.fromisoformat(ANCHORS[i % len(ANCHORS)]).replace(tzinfo=dt_timezone.utc)
@@ -80,6 +93,8 @@ def sample_contexts(n: int = 48, seed: int = 0) -> list[Context]:
             campaign = CAMPAIGNS[int(rng.integers(len(CAMPAIGNS)))] if channel != "web" else None
             history.append(HistoryEvent(ts=ts, event=event, channel=channel, campaign=campaign,
                                         tag="marketing" if channel != "web" else None))
+        if names:
+            history.extend(_campaign_runs(runs_rng, now, names))
         history.sort(key=lambda h: h.ts)
         kind = TRIGGERS[i % len(TRIGGERS)]
         out.append(Context(user_id=f"check-{seed}-{i}", now=now,
@@ -89,9 +104,56 @@ def sample_contexts(n: int = 48, seed: int = 0) -> list[Context]:
     return out
 
 
+def _campaign_runs(rng: np.random.Generator, now: datetime, names: Sequence[str]) -> list[HistoryEvent]:
+    """0–4 runs of ``names`` before ``now``: each a ``decided`` row (a ``none`` alone — a
+    wait, a holdout, ``no_consent`` — or a message with its ``sent`` row at the same
+    instant), then up to two later decisions hours apart, none after ``now``. A third of
+    the runs start within 12 hours of ``now``, a third within 2 days."""
+    rows: list[HistoryEvent] = []
+    for _ in range(int(rng.integers(0, 5))):
+        campaign = names[int(rng.integers(len(names)))]
+        ts = now - timedelta(hours=float(rng.uniform(0, (12, 48, 24 * 20)[int(rng.integers(3))])))
+        for step in range(1 + int(rng.integers(0, 3))):
+            if ts > now:
+                break
+            wait = step == 0 and rng.random() < 0.4  # an entry's wait, holdout, no_consent
+            channel = NO_ACTION if wait else str(rng.choice(CHANNELS))
+            message = channel != NO_ACTION
+            rows.append(HistoryEvent(ts=ts, event="decided", channel=channel, campaign=campaign,
+                                     tag="marketing" if message else None))
+            if message and rng.random() < 0.8:  # else: not sent (capped, no consent …)
+                rows.append(HistoryEvent(ts=ts, event="sent", channel=channel, campaign=campaign,
+                                         tag="marketing"))
+            ts = ts + timedelta(hours=float(rng.uniform(1, 30)))
+    return rows
+
+
+def policy_campaigns(policy: object) -> tuple[str, ...]:
+    """The campaigns ``policy`` logs that it can name: a journey's name, a journey set's
+    journeys', through wrappers (``.policy``, ``.inner_policy``); ``()`` for a policy that
+    exposes none (generic policies such as the baselines use the trigger kind)."""
+    found: list[str] = []
+    todo, seen = [policy], set()
+    while todo:
+        p = todo.pop()
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        journey = getattr(p, "journey", None)
+        if isinstance(journey, str):
+            found.append(journey)
+        todo.extend(reversed(list(getattr(p, "journeys", None) or ())))
+        for attr in ("policy", "inner_policy"):
+            inner = getattr(p, attr, None)
+            if inner is not None and callable(getattr(inner, "decide", None)):
+                todo.append(inner)
+    return tuple(dict.fromkeys(found))
+
+
 def check_policy(policy: Policy, contexts: Sequence[Context] | None = None,
                  rng: np.random.Generator | None = None, follow_depth: int = 4) -> int:
-    """Check ``policy`` on ``contexts`` (default :func:`sample_contexts`); returns the number
+    """Check ``policy`` on ``contexts`` (default :func:`sample_contexts` with the policy's
+    :func:`policy_campaigns` and other plausible campaigns); returns the number
     of decisions checked. Raises :class:`PolicyCheckError` on the first broken rule."""
     name = getattr(policy, "name", None)
     if not isinstance(name, str) or "@" not in name:
@@ -99,7 +161,12 @@ def check_policy(policy: Policy, contexts: Sequence[Context] | None = None,
     if not callable(getattr(policy, "decide", None)):
         raise PolicyCheckError(f"{name}: has no decide(ctx, rng) method")
     rng = rng if rng is not None else np.random.default_rng(0)
-    contexts = list(contexts) if contexts is not None else sample_contexts()
+    if contexts is None:
+        # runs of the policy's own campaigns and of one it must tell apart from them; a
+        # policy naming none: plausible names (journeys' and trigger kinds, as baselines use)
+        own = policy_campaigns(policy)
+        contexts = sample_contexts(campaigns=own + (OTHER_CAMPAIGN,) if own else CAMPAIGNS + TRIGGERS)
+    contexts = list(contexts)
     rules = getattr(policy, "rules", None)
     if rules is not None:
         _check_rules(policy.name, rules, contexts)
