@@ -36,6 +36,9 @@ MAX_BATCH = 1000
 #: artifact carries its fitted models' arrays (base64) and may well pass MAX_BODY_BYTES.
 MAX_POLICY_BYTES = 64 * MAX_BODY_BYTES
 POLICY_PATH = "/admin/policy"
+#: The answer to a JSON body nested deeper than the parser's recursion limit (400).
+TOO_DEEP = ("malformed JSON: nested too deeply (deeper than the parser's recursion limit, "
+            "about 1,000 levels); flatten the structure")
 #: Most log rows ``GET /users/{id}/timeline`` returns (its ``limit`` is clamped to 1..this).
 MAX_TIMELINE_ROWS = 10_000
 API_KEY_ENV = "OMNISIM_SEND_API_KEY"
@@ -230,10 +233,11 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         now = service.clock.now()
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            store.quarantine(f"malformed JSON: {exc}", raw.decode("utf-8", "replace"), now)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            why = TOO_DEEP if isinstance(exc, RecursionError) else f"malformed JSON: {exc}"
+            store.quarantine(why, raw.decode("utf-8", "replace"), now)
             metrics.events.labels("rejected").inc()
-            return _error(400, f"malformed JSON: {exc}")
+            return _error(400, why)
         single = not isinstance(data, list)
         items = [data] if single else data
         if not items:

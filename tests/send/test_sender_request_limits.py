@@ -123,3 +123,19 @@ def test_message_id_and_properties_have_limits(tmp_path, artifact_path, monkeypa
     r = client.post("/events", json=event(key="k3", properties={"pad": pad + "é"}), headers=H)
     assert r.status_code == 422 and f"limit of {limit} bytes" in r.json()["error"]
     assert "k3" in str(svc.store.quarantined())
+DEEP = b"[" * 3000 + b"]" * 3000  # 6,000 bytes: under the limit, past the recursion limit
+
+
+def test_deeply_nested_json_is_a_clear_400_not_a_500(client):
+    """JSON nested past the parser's recursion limit is malformed input: 400 naming it, the
+    body quarantined for /events; 400 for a user's body (FastAPI's parser) — never a 500."""
+    body = b'{"key": "k", "user_id": "u1", "type": "visit", "ts": "2026-01-05T00:00:00Z", "properties": ' + DEEP + b"}"
+    r = client.post("/events", content=body, headers=JSON)
+    assert r.status_code == 400, r.text
+    assert "nested too deeply" in r.json()["detail"]
+    rows = client.service.store.query("SELECT reason FROM quarantine")
+    assert any("nested too deeply" in row[0] for row in rows)
+    user = b'{"timezone": "UTC", "traits": {"x": ' + DEEP + b"}}"
+    r = client.put("/users/u2", content=user, headers=JSON)
+    assert r.status_code == 400, r.text
+    assert client.service.store.one("SELECT 1 FROM users WHERE user_id = 'u2'") is None
