@@ -1020,7 +1020,8 @@ def _reevaluate(cfg: TuneConfig, name: str, url: str | None, trials: pd.DataFram
                 base_mean: dict[str, float], cands: list[dict[str, Any]],
                 fresh: list[list[dict[str, float]]]) -> TuneResult:
     """Pick the winner among the candidates from their fresh-seed runs (``fresh[0]`` is the
-    start) and measure its paired improvement."""
+    start): the feasible one (constraints on the mean metrics) with the best mean per-seed
+    objective; and measure its paired improvement (per-seed objective differences)."""
     sign = 1.0 if cfg.direction == "maximize" else -1.0
     conf = cfg.confidence
     reeval = pd.DataFrame([{"candidate": c["label"], "trial": c["trial"], "seed": s, "objective": cfg.objective(m),
@@ -1031,7 +1032,10 @@ def _reevaluate(cfg: TuneConfig, name: str, url: str | None, trials: pd.DataFram
     best_i, best_val = None, -math.inf
     for i, (c, ms) in enumerate(zip(cands[1:], fresh[1:]), start=1):
         mm = _mean(ms)
-        c["fresh_objective"] = cfg.objective(mm)
+        # the mean of the per-seed objectives: the quantity whose paired difference is the
+        # improvement (for a ratio such as revenue / cost, the objective of the mean metrics
+        # could pick a candidate with a smaller improvement than another's)
+        c["fresh_objective"] = mean_ci([cfg.objective(m) for m in ms], conf)[0]
         c["fresh_violations"] = [con.violation(mm, base_fresh_mean) for con in cfg.constraints]
         c["fresh_feasible"] = all(v <= 0 for v in c["fresh_violations"])
         if c["fresh_feasible"] and math.isfinite(c["fresh_objective"]) and sign * c["fresh_objective"] > best_val:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from omnisim.errors import OmnisimError
@@ -321,3 +322,24 @@ def test_a_winner_that_only_overfitted_the_search_seeds_is_not_exported(tmp_path
     m = read_artifact(export_tuned(good, tmp_path / "g.json", require_significant=True))
     assert m["tuning"]["exported"] == "winner"
     assert m["parameters"]["pressure"]["caps"][0]["window_h"] == good.winner_params[PATH]
+
+
+def test_the_winner_has_the_best_mean_per_seed_objective_the_improvement_measures():
+    """For a ratio objective the objective of the mean metrics and the mean of the per-seed
+    objectives disagree: the winner must be the candidate whose paired improvement is the
+    largest, not the one whose mean metrics give the best ratio."""
+    from omnisim.tune import _reevaluate
+
+    cfg = config(objective="revenue / cost", fresh_seeds=2)
+    seeds = lambda *pairs: [{"revenue": r, "cost": c} for r, c in pairs]  # noqa: E731
+    start = seeds((1, 1), (1, 1))                 # objective 1, 1
+    spiky = seeds((10, 1), (10, 10))              # per seed 10, 1: mean 5.5; ratio of means 1.8
+    steady = seeds((3, 1), (3, 1))                # per seed 3, 3: mean 3; ratio of means 3
+    cands = [{"label": "start", "trial": None, "params": {}},
+             {"label": "trial 0", "trial": 0, "params": {PATH: 20.0}},
+             {"label": "trial 1", "trial": 1, "params": {PATH: 40.0}}]
+    res = _reevaluate(cfg, "t", None, pd.DataFrame(), {}, {}, cands, [start, spiky, steady])
+    assert res.winner_trial == 0
+    assert res.improvement[0] == pytest.approx(4.5)  # mean of (10 - 1, 1 - 1)
+    assert cands[1]["fresh_objective"] == pytest.approx(5.5)
+    assert cands[2]["fresh_objective"] == pytest.approx(3.0)
