@@ -199,3 +199,172 @@ def test_the_sender_does_not_enter_again_during_the_wait(store_url, tmp_path):
     assert [m.channel for m in fake.messages] == ["email", "push"]  # once each, in due order
     steps = [r["step"] for r in log_rows(svc.store, "u1") if r["event"] == "decided"]
     assert steps == ["entry", "offer_email", "offer_push"]
+
+
+# -- entries from the log's ``step`` column (HistoryEvent.step) ---------------------------------
+
+def S(hours: float, event: str, step: str | None, journey: str = "seed_journey",
+      channel: str = "none") -> HistoryEvent:
+    return HistoryEvent(ts=T0 + timedelta(hours=hours), event=event, channel=channel,
+                        campaign=journey, step=step)
+
+
+def _late_run(step: bool) -> list[HistoryEvent]:
+    """One seed_journey entry 100 h ago whose last step ran 56 h late (an outage): 40 h ago,
+    60 h after the step before it — more than the journey's longest wait (21 h)."""
+    st = (lambda s: s) if step else (lambda s: None)
+    return [S(-100, "decided", st("offer_email"), channel="email"),
+            S(-100, "sent", st("offer_email"), channel="email"),
+            S(-96, "decided", st("sms_nudge"), channel="sms"),
+            S(-96, "sent", st("sms_nudge"), channel="sms"),
+            S(-40, "decided", st("visit_push"), channel="push"),
+            S(-40, "sent", st("visit_push"), channel="push")]
+
+
+def test_a_late_step_is_not_an_entry_when_the_history_has_steps():
+    seed = load_journey("seed_journey")  # cooldown 72 h, longest wait 21 h
+    assert seed.longest_wait_h < 60 < 100 - seed.cooldown_h + 60
+    # the only entry was 100 h ago (> 72 h): enters
+    assert both(seed, 0, _late_run(step=True))[0].channel == "email"
+    # without steps (a foreign log, an old sender store) the late step looks like an entry
+    # 40 h ago: the timing fallback, as before
+    assert both(seed, 0, _late_run(step=False)) == []
+
+
+def test_entries_are_counted_exactly_from_steps():
+    seed = load_journey("seed_journey")
+    two = replace(seed, max_entries=2)
+    # one entry, its two later steps both late: one entry, not three
+    run = [S(-300, "decided", "offer_email", channel="email"),
+           S(-200, "decided", "sms_nudge", channel="sms"),
+           S(-100, "decided", "visit_push", channel="push")]
+    assert both(two, 0, run)[0].channel == "email"
+    assert both(two, 0, [replace(h, step=None) for h in run]) == []  # by timing: three
+    # a held-out entry logs no step: counted by timing (exact: rule 1 admitted it)
+    assert both(two, 0, run + [S(-60, "decided", None)]) == []
+    # a journey that waits first: the first step's row after its ``entry`` row is the same
+    # entry, however late it ran; after another run's rows it is not
+    later = replace(journey_from_dict(WAITS_FIRST), max_entries=2, reentry_cooldown_h=1)
+    L = lambda h, e, st, ch="none": S(h, e, st, "later", ch)  # noqa: E731
+    waited = [L(-400, "decided", "entry"), L(-250, "decided", "offer_email", "email"),
+              L(-100, "decided", "offer_push", "push")]
+    assert both(later, 0, waited)[0].meta["step"] == "entry"
+    assert both(later, 0, waited + [L(-60, "decided", "entry")]) == []
+    assert both(later, 0, waited[:1] + [L(-60, "decided", "offer_email", "email")]
+                )[0].meta["step"] == "entry"  # its first step, 340 h late: still one entry
+    # the first step's id after another run's rows is an entry (one that did not wait)
+    assert both(later, 0, waited + [L(-60, "decided", "offer_email", "email")]) == []
+    # steps of another version of the journey: by timing
+    assert both(later, 0, [L(-400, "decided", "v0_first"), L(-250, "decided", "v0_second")]) == []
+    assert both(later, 0, [L(-400, "decided", "v0_first"), L(-390, "decided", "v0_second")]
+                )[0].meta["step"] == "entry"
+
+
+@pytest.mark.parametrize("name", ["seed_journey", "later", "reactivation", "cart_abandon"])
+@pytest.mark.parametrize("cooldown_h", [None, 0.0, 30.0, 120.0])
+def test_decide_batch_equals_decide_on_own_rows_with_steps(name, cooldown_h):
+    """Random own decided / sent rows with any mix of steps (``entry``, the journey's steps,
+    another version's, none) and gaps: the batch path finds the same last entry."""
+    j = journey_from_dict(WAITS_FIRST) if name == "later" else load_journey(name)
+    j = replace(j, reentry_cooldown_h=cooldown_h)
+    steps = ["entry", *(s.id for s in j.steps), None, "v0_step"]
+    rng = np.random.default_rng(11)
+    answers = set()
+    for _ in range(500):
+        hours = np.sort(rng.choice(np.arange(-400.0, 0.0, 4.0), size=int(rng.integers(0, 9))))
+        rows = [S(float(h), str(rng.choice(["decided", "decided", "sent"])),
+                  steps[int(rng.integers(len(steps)))], j.journey) for h in hours]
+        ctx = make_context(T0, j.triggers[0], history=rows)
+        one = j.decide(ctx, RNG)
+        assert j.decide_batch([ctx], RNG) == [one], rows
+        answers.add(bool(one))
+    assert answers == {True, False}
+
+
+class _Recorder:
+    """seed_journey, recording the own history rows of every context it decides on."""
+
+    def __init__(self):
+        self.inner = load_journey("seed_journey")
+        self.name, self.seen = self.inner.name, []
+
+    def decide(self, ctx, rng):
+        self.seen.extend((h.event, h.step) for h in ctx.history if h.campaign == "seed_journey")
+        return self.inner.decide(ctx, rng)
+
+
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_simulated_histories_carry_the_step(engine):
+    from omnisim.experiment import run_one
+
+    rec = _Recorder()
+    run_one("default", rec, seed=2, n_users=150, days=10, engine=engine)
+    seen = set(rec.seen)
+    assert {("decided", "offer_email"), ("sent", "offer_email"), ("decided", "sms_nudge")} <= seen
+    assert all(step is not None for _, step in seen)  # no holdout: every own row has its step
+
+
+def test_the_sender_fills_the_step_and_a_late_step_is_not_an_entry(store_url, tmp_path):
+    """An entry at 0 h waits 48 h; the sender is down until 150 h, so the first step runs
+    then (stamped 150 h: late beyond the tolerance), the second on time at 174 h. A product
+    view at 230 h: the run is over (56 h > the longest wait, 49 h) and the entry was 230 h
+    ago (> the 200 h cooldown): it enters — by timing alone the late first step would look
+    like an entry 80 h ago. The sender's history comes from its store (the step column)."""
+    from omnisim.send.clock import ManualClock
+
+    spec = dict(WAITS_FIRST, reentry_cooldown_h=200)
+    art = export_policy({"journeys": [spec]}, tmp_path / "p.json")
+    clock = ManualClock(at(0))
+    svc = make_service(store_url, art, clock)
+    svc.late_tolerance = timedelta(hours=1)
+    add_user(svc.store, "u1")
+    svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    for hours in (150, 174):
+        clock.set(at(hours))
+        while svc.run_due():
+            pass
+    decided = [(r["ts"], r["step"]) for r in log_rows(svc.store, "u1") if r["event"] == "decided"]
+    assert decided == [(at(0), "entry"), (at(150), "offer_email"), (at(174), "offer_push")]
+    with svc.store.transaction():
+        state = svc._load(svc.store.lock_user("u1"), at(230))
+    assert [h.step for h in state.history if h.event == "decided"] == ["entry", "offer_email",
+                                                                        "offer_push"]
+    clock.set(at(230))
+    svc.ingest([ev("k2", "u1", "product_view", at(230))])
+    steps = [r["step"] for r in log_rows(svc.store, "u1") if r["event"] == "decided"]
+    assert steps == ["entry", "offer_email", "offer_push", "entry"]
+
+
+def test_the_sender_falls_back_to_timing_on_rows_without_a_step(store_url, tmp_path):
+    """The same run in a store whose rows carry no step (older than the column): the late
+    first step looks like an entry 80 h ago, within the cooldown — no new entry."""
+    from omnisim.send.clock import ManualClock
+
+    spec = dict(WAITS_FIRST, reentry_cooldown_h=200)
+    art = export_policy({"journeys": [spec]}, tmp_path / "p.json")
+    clock = ManualClock(at(0))
+    svc = make_service(store_url, art, clock)
+    svc.late_tolerance = timedelta(hours=1)
+    add_user(svc.store, "u1")
+    svc.ingest([ev("k1", "u1", "product_view", at(0))])
+    for hours in (150, 174):
+        clock.set(at(hours))
+        while svc.run_due():
+            pass
+    with svc.store.transaction():
+        svc.store.execute("UPDATE log SET step = NULL")
+    clock.set(at(230))
+    svc.ingest([ev("k2", "u1", "product_view", at(230))])
+    assert [r["event"] for r in log_rows(svc.store, "u1")].count("decided") == 3
+
+
+def test_a_pickled_journey_reads_steps_the_same(tmp_path):
+    """Journeys travel pickled to Dask workers with their cached step kinds: the unpickled
+    journey still reads entries from steps (an identity-compared sentinel would not)."""
+    import pickle
+
+    seed = load_journey("seed_journey")
+    assert both(seed, 0, _late_run(step=True))[0].channel == "email"  # caches the kinds
+    copy = pickle.loads(pickle.dumps(seed))
+    assert both(copy, 0, _late_run(step=True))[0].channel == "email"
+    assert both(copy, 0, _late_run(step=False)) == []

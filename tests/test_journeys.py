@@ -247,6 +247,14 @@ def test_unknown_or_no_triggers_are_refused_naming_the_known_ones(triggers, mess
         Journey("j", tuple(triggers), (Step("a", "email"),))
 
 
+@pytest.mark.parametrize("reserved", ["entry", "exit"])
+def test_reserved_step_ids_are_refused(reserved):
+    """``entry`` is the log step of an entry's wait (re-entry reads it), ``exit`` a goto
+    target: a step named so would be misread."""
+    with pytest.raises(JourneyError, match=rf"j\.steps\[1\]\.id: '{reserved}' is reserved"):
+        Journey("j", ("signup",), (Step("a", "email"), Step(reserved, "sms")))
+
+
 def test_trigger_errors_name_the_file(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("name: cart\ntriggers: [cart_abandn]\nsteps:\n  - {id: a, channel: email}\n")

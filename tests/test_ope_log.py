@@ -98,6 +98,20 @@ def test_contexts_are_rebuilt_from_the_log_and_users_table():
     assert no_users[0].consent == {"email": True, "sms": True, "push": False}  # channels decided in the log
 
 
+def test_rebuilt_histories_carry_the_logs_journey_steps():
+    """A journey tells its entries by the ``step`` of its own decided rows: contexts rebuilt
+    from a log must carry that column, as the engines' and the sender's histories do."""
+    from omnisim.model.scenario import load_scenario
+
+    res = run_one(load_scenario("default"), get_policy("seed_journey"), seed=0, n_users=300, days=10)
+    log = res.log
+    dec = decision_rewards(log, "click")
+    ctxs = log_contexts(log, dec, res.users)
+    own = [h for c in ctxs for h in c.history if h.event == "decided" and h.campaign == "seed_journey"]
+    assert own and {h.step for h in own} <= set(log["step"].dropna().astype(str))
+    assert any(h.step is not None for h in own)
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -505,7 +505,7 @@ class _Chunk:
         if hist is None:
             hist = self.history[u] = deque()
         ts = self._dt(t)
-        hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value))
+        hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value, step))
         cutoff = ts - self.hist_window
         while hist[0].ts < cutoff:
             hist.popleft()
@@ -553,16 +553,16 @@ class _Chunk:
             chans = channel
         nones = [None] * n
         if mids is None:
-            mids = camps = tags = nones
+            mids = camps = tags = steps = nones
         vals_l = nones if vals is None else vals.tolist()
         history, start, window = self.history, self.start, self.hist_window
-        for u, th, ch, mid, camp, tag, val in zip(us.tolist(), ts_h.tolist(), chans, mids, camps,
-                                                  tags, vals_l):
+        for u, th, ch, mid, camp, tag, val, step in zip(us.tolist(), ts_h.tolist(), chans, mids,
+                                                        camps, tags, vals_l, steps):
             hist = history[u]
             if hist is None:
                 hist = history[u] = deque()
             ts = start + timedelta(microseconds=round(th * 3.6e9))
-            hist.append(HistoryEvent(ts, event, ch, mid, camp, tag, val))
+            hist.append(HistoryEvent(ts, event, ch, mid, camp, tag, val, step))
             cutoff = ts - window
             while hist[0].ts < cutoff:
                 hist.popleft()

@@ -203,7 +203,7 @@ class _Sim:
                           propensity, value, reason, tag, step))
         ts = self._dt(now)
         hist = u.history
-        hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value))
+        hist.append(HistoryEvent(ts, event, channel, message_id, campaign, tag, value, step))
         cutoff = ts - self.hist_window
         while hist[0].ts < cutoff:
             hist.popleft()

@@ -32,7 +32,11 @@ class HistoryEvent:
 
     ``event`` uses the engagement-log vocabulary (``sent``, ``opened``, ``clicked``,
     ``product_view``, ``purchase``, ``unsubscribed`` …). ``tag`` is the message type
-    (``marketing``, ``transactional`` …) on message events, else ``None``.
+    (``marketing``, ``transactional`` …) on message events, else ``None``. ``step`` is the
+    log's ``step`` column: the journey step behind the row (``entry`` on the ``decided`` row
+    of an entry that waits first), ``None`` on other rows — and wherever the source does not
+    record it (a foreign log, a sender store older than the column); journeys then fall back
+    to inferring their entries from timing (:mod:`omnisim.policies.journeys`, "Re-entry").
     """
 
     ts: datetime
@@ -42,6 +46,7 @@ class HistoryEvent:
     campaign: str | None = None
     tag: str | None = None
     value: float | None = None
+    step: str | None = None
 
 
 #: The behaviour events a policy is asked to decide on (a :class:`Trigger`'s ``kind``), in the

@@ -36,12 +36,19 @@ What the journey relies on from the history (``Context.history``):
      :attr:`Journey.span_h`); a cooldown shorter than the longest wait acts as rule 1;
   3. fewer than ``max_entries`` entries are visible in the history (35 days in engines).
 
-  An *entry* in the history is an own ``decided`` row with no own row in the
-  ``longest_wait_h`` hours before it: exactly the entries, since rule 1 admitted them and
-  every later decision of a run follows the previous one within that wait. (The history
-  carries no ``step``; a step the sender ran late after an outage can look like an entry,
-  which only delays the next entry.) Histories without the journey's ``decided`` rows (a
-  foreign log) show no entries: rule 1 then counts its sends alone.
+  An *entry* in the history is an own ``decided`` row that its ``step``
+  (:attr:`HistoryEvent.step <omnisim.policies.base.HistoryEvent.step>`, the log's ``step``
+  column) names one: ``entry`` (the wait before a first step), or the first step's id
+  unless the own ``decided`` row before it is an ``entry`` (then it is that run's first
+  step, however late it ran); other steps' ids are not entries. A row without a step this
+  journey knows — ``None``: a holdout's ``none``, a foreign log, a sender store older than
+  the column; or a step of another version — is an entry when no own row is in the
+  ``longest_wait_h`` hours before it: exactly the entries when steps run on time, since rule
+  1 admitted them and every later decision of a run follows the previous one within that
+  wait, but a step the sender ran late after an outage would look like one (which only
+  delays the next entry). Histories without the journey's ``decided`` rows (a foreign log)
+  show no entries: rule 1 then counts its sends alone. Rule 1 stays a matter of timing: a
+  run is taken as over once its last decision is a longest wait old.
 - A per-journey holdout (``holdout_share``) answers entry with ``none`` / ``holdout``;
   the journey's decisions for other users carry propensity ``1 - holdout_share``.
 
@@ -110,11 +117,16 @@ from omnisim.policies.base import (
 from omnisim.policies.holdout import in_holdout
 
 EXIT = "exit"
+#: The log ``step`` of an entry's wait before a first step (reserved: no step may be named so).
+ENTRY_STEP = "entry"
 SINCE = ("entry", "step")
 OWN_BY_DEFAULT = ("sent", "delivered", "opened", "clicked", "bounced")
 #: The journey's own history rows re-entry reads (module docstring, "Re-entry").
 REENTRY_EVENTS = ("decided", "sent")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "journeys"
+#: What an own ``decided`` row's ``step`` says of it being an entry (``Journey._entry_kinds``):
+#: plain values, compared with ``==`` (a journey's cached kinds travel pickled to workers).
+_BY_TIME, _ENTRY, _FIRST, _LATER = 0, 1, 2, 3
 
 
 class JourneyError(_spec.SpecError):
@@ -316,7 +328,7 @@ class Journey:
     def _may_enter(self, ctx: Context) -> bool:
         """Whether a behaviour trigger may enter (module docstring, "Re-entry"): reads the
         whole history, in time order."""
-        own = sorted(((h.ts, h.event == "decided") for h in ctx.history
+        own = sorted(((h.ts, h.event == "decided", h.step) for h in ctx.history
                       if h.campaign == self.journey and h.event in REENTRY_EVENTS),
                      key=lambda row: row[0])
         if not own:
@@ -324,14 +336,32 @@ class Journey:
         wait = timedelta(hours=self.longest_wait_h)
         if ctx.now - own[-1][0] < wait:
             return False  # a run may still be going
-        entries, last = [], None
-        for ts, decided in own:
-            if decided and (last is None or ts - last >= wait):
-                entries.append(ts)
+        kinds = self._entry_kinds
+        entries: list[datetime] = []
+        last: datetime | None = None  # the previous own row
+        last_step: str | None = None  # the previous own decided row's step
+        for ts, decided, step in own:
+            if decided:
+                kind = kinds.get(step, _BY_TIME)  # type: ignore[arg-type]
+                if kind == _ENTRY or (kind == _FIRST and last_step != "entry") or (
+                        kind == _BY_TIME and (last is None or ts - last >= wait)):
+                    entries.append(ts)
+                last_step = step
             last = ts
         if entries and ctx.now - entries[-1] < timedelta(hours=self.cooldown_h):
             return False
         return self.max_entries is None or len(entries) < self.max_entries
+
+    @cached_property
+    def _entry_kinds(self) -> dict[str, int]:
+        """How an own ``decided`` row's ``step`` tells whether it is an entry (module
+        docstring, "Re-entry"): ``entry`` is one; the first step's id is one unless the own
+        decided row before it is an ``entry`` (the wait of the same run); the other steps'
+        ids are none; any other step (``None``, a step of another version) by timing."""
+        kinds: dict[str, int] = {s.id: _LATER for s in self.steps}
+        kinds[self.steps[0].id] = _FIRST
+        kinds["entry"] = _ENTRY
+        return kinds
 
     def _may_enter_recent(self, ctx: Context) -> bool:
         """:meth:`_may_enter` without ``max_entries``, reading an oldest-first history newest
@@ -339,8 +369,12 @@ class Journey:
         journey, now = self.journey, ctx.now
         wait = timedelta(hours=self.longest_wait_h)
         since = now - timedelta(hours=self.cooldown_h)
+        kinds = self._entry_kinds
         newest = True
-        # the own row just seen, if decided: an entry when the next older own row is a wait before it
+        # the own decided row just seen (within the cooldown) whose being an entry depends on
+        # older rows: _BY_TIME, when the next older own row is a wait before it (``later``);
+        # _FIRST, when the next older own decided row is not an ``entry``
+        pending: int | None = None
         later: datetime | None = None
         for h in reversed(ctx.history):
             if h.campaign != journey or h.event not in REENTRY_EVENTS:
@@ -348,12 +382,26 @@ class Journey:
             if newest and now - h.ts < wait:
                 return False  # a run may still be going
             newest = False
-            if later is not None and later - h.ts >= wait:
-                return False  # ``later`` is the last entry, and it is after ``since``
+            if pending == _BY_TIME:
+                if later - h.ts >= wait:  # type: ignore[operator]
+                    return False  # ``later`` is the last entry, and it is after ``since``
+                pending = None
+            elif pending == _FIRST and h.event == "decided":
+                if h.step != "entry":
+                    return False  # the pending first step is the last entry, after ``since``
+                pending = None  # ``h`` is its entry's wait, classified next
             if h.ts <= since:
-                return True  # the last entry is ``h`` or older: not within the cooldown
-            later = h.ts if h.event == "decided" else None
-        return later is None  # ``later``: the oldest own row, an entry within the cooldown
+                if pending is None:
+                    return True  # the last entry is ``h`` or older: not within the cooldown
+                continue  # a pending first step: look on for the own decided row before it
+            if h.event == "decided":
+                kind = kinds.get(h.step, _BY_TIME)  # type: ignore[arg-type]
+                if kind == _ENTRY:
+                    return False  # an entry within the cooldown
+                pending, later = (kind, h.ts) if kind != _LATER else (None, None)
+            elif pending != _FIRST:
+                pending = None
+        return pending is None  # pending: the oldest own (decided) row, an entry in the cooldown
 
     def _run(self, ctx: Context, payload: dict[str, Any]) -> list[Decision]:
         index = next((i for i, s in enumerate(self.steps) if s.id == payload.get("step")), None)
@@ -545,6 +593,9 @@ def _validate(j: Journey) -> None:
         p = f"{j.journey}.steps[{i}]"
         if ids.count(s.id) > 1:
             raise E(f"{p}.id: step ids must be unique, {s.id!r} repeats")
+        if s.id in (ENTRY_STEP, EXIT):
+            raise E(f"{p}.id: {s.id!r} is reserved (the log's step of a journey's "
+                    f"{'entry wait' if s.id == ENTRY_STEP else 'exit'}); name the step otherwise")
         if s.channel not in CHANNELS + (NO_ACTION,):
             raise _spec.fail(E, f"{p}.channel", "one of " + ", ".join(CHANNELS + (NO_ACTION,)), s.channel)
         for key in ("next", "otherwise"):

@@ -350,12 +350,13 @@ def log_contexts(log: pd.DataFrame, decisions: pd.DataFrame, users: pd.DataFrame
                         if name in sub.columns else [None] * len(sub))
     cols_h = zip(sub["user_id"].astype(str).tolist(), sub_pos.tolist(), sub["ts"].dt.to_pydatetime(),
                  sub["event"].astype(str).tolist(), get("channel"), get("message_id"), get("campaign"),
-                 get("tag"), get("value"))
-    for uid, p, ts, event, channel, mid, campaign, tag, value in cols_h:
+                 get("tag"), get("value"), get("step"))
+    for uid, p, ts, event, channel, mid, campaign, tag, value, step in cols_h:
         positions, events = per_user.setdefault(uid, ([], []))
         positions.append(p)
         events.append(HistoryEvent(ts, event, str(channel or "none"), mid, campaign, tag,
-                                   None if value is None else float(value)))
+                                   None if value is None else float(value),
+                                   None if step is None else str(step)))
     if u is not None:
         recs = u.loc[sorted(wanted)]
         trait_of = dict(zip(recs.index, ({c: _plain(v) for c, v in r.items()}

@@ -421,7 +421,7 @@ class DecisionService:
     def _load(self, row: tuple, now: datetime) -> _UserState:
         user_id, tz, traits, consent, addresses, n_pending, n_msg = row
         since = now - timedelta(days=HISTORY_DAYS)
-        hist = [HistoryEvent(from_us(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+        hist = [HistoryEvent(from_us(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
                 for r in self.store.history(user_id, to_us(since), 2**62)]
         return _UserState(user_id, tz, json.loads(traits), json.loads(consent),
                           json.loads(addresses), int(n_pending), int(n_msg), hist,
@@ -466,7 +466,7 @@ class DecisionService:
                pol.version if policy is not None else None, None)
         assert len(row) == len(LOG_COLUMNS)
         s.rows.append(row)
-        s.history.append(HistoryEvent(now, event, channel, message_id, campaign, tag, value))
+        s.history.append(HistoryEvent(now, event, channel, message_id, campaign, tag, value, step))
 
     def _on_event(self, pol: LoadedPolicy, s: _UserState, e: Event, now: datetime) -> None:
         payload = dict(e.properties)

@@ -440,10 +440,10 @@ class Store:
         self.executemany(f"INSERT INTO log ({','.join(LOG_COLUMNS)}) VALUES ({marks})", rows)
 
     def history(self, user_id: str, since_us: int, until_us: int) -> list[tuple]:
-        """Log rows ``(ts_us, event, channel, message_id, campaign, tag, value)`` of a user in
-        ``[since, until]``, oldest first."""
+        """Log rows ``(ts_us, event, channel, message_id, campaign, tag, value, step)`` of a
+        user in ``[since, until]``, oldest first."""
         return self.query(
-            "SELECT ts_us, event, channel, message_id, campaign, tag, value FROM log "
+            "SELECT ts_us, event, channel, message_id, campaign, tag, value, step FROM log "
             "WHERE user_id = ? AND ts_us >= ? AND ts_us <= ? ORDER BY ts_us, id",
             (user_id, since_us, until_us))
 
