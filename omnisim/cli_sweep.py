@@ -49,6 +49,7 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
     Exits 1 when runs failed: OUT then holds every run (failed ones with an `error` column),
     and `--resume` reruns only the failed ones.
     """
+    from omnisim.cluster import exit_interrupted
     from omnisim.sweep import journaled_rows, load_sweep_config, sweep as run
     from omnisim.sweep_journal import read_journal
 
@@ -67,9 +68,8 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
         table = run(None, [], tasks=cfg.tasks, scheduler=scheduler, n_workers=n_workers,
                     log_dir=log_dir, progress=progress, journal=journal, on_error="record")
     except KeyboardInterrupt:
-        click.echo(f"interrupted: finished runs are kept in {journal}; run the same command "
-                   f"with --resume to run only the rest", err=True)
-        sys.exit(130)
+        exit_interrupted(f"interrupted: finished runs are kept in {journal}; run the same "
+                         f"command with --resume to run only the rest")
     _write(table, out)
     failed = table[table["error"].notna()] if "error" in table.columns else table.iloc[:0]
     click.echo(f"results: {out} ({len(table)} runs)")

@@ -37,7 +37,14 @@ def tune(config: Path, scheduler: str | None, n_workers: int, out: Path, trials:
     click.echo(f"tune {cfg.name}: {len(cfg.space)} parameter(s), {trials or cfg.trials} trials × "
                f"{len(cfg.seeds)} seeds, then top {cfg.top_k} on {len(cfg.fresh_seeds)} fresh seeds; "
                f"study in {storage}", err=True)
-    res = run(cfg, scheduler=scheduler, n_workers=n_workers, storage=storage, trials=trials, progress=progress)
+    try:
+        res = run(cfg, scheduler=scheduler, n_workers=n_workers, storage=storage, trials=trials,
+                  progress=progress)
+    except KeyboardInterrupt:
+        from omnisim.cluster import exit_interrupted
+
+        exit_interrupted(f"interrupted: finished trials are kept in the study in {storage}; run "
+                         f"the same command again to continue it")
     path = export_tuned(res, out, require_significant=require_significant)
     click.echo(res.summary)
     exported = res.exports_winner(require_significant)

@@ -8,14 +8,20 @@ only here and only when a cluster is asked for.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from omnisim.errors import OmnisimError
 
-__all__ = ["ClusterError", "dask_client"]
+__all__ = ["ClusterError", "dask_client", "exit_interrupted"]
+
+#: Loggers that report a cluster torn down mid-flight (closed comms, tasks destroyed while
+#: pending, workers lost): silenced by :func:`exit_interrupted`, never otherwise.
+NOISY_LOGGERS = ("distributed", "tornado", "asyncio")
 
 
 class ClusterError(OmnisimError):
@@ -36,6 +42,26 @@ def _start_failure(exc: Exception, n_workers: int, processes: bool) -> str:
 
 
 @contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block ``SIGINT`` in this thread for the block: the threads it starts (the cluster's IO
+    loop) and the processes they start (its workers) keep it blocked, so a Ctrl-C sent to the
+    terminal's process group reaches only this process — not workers that would each print a
+    ``KeyboardInterrupt`` traceback. A Ctrl-C during the block is raised at its end."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # started later from the loop thread, the resource tracker would unblock SIGINT there
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
 def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` (module docstring) for the ``with`` block.
 
@@ -50,8 +76,9 @@ def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -
     cluster = None
     if scheduler == "local":
         try:
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                                   dashboard_address=":0")  # any free port: no clash
+            with _sigint_blocked():
+                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                                       dashboard_address=":0")  # any free port: no clash
         except RuntimeError as exc:
             raise ClusterError(_start_failure(exc, n_workers, processes)) from exc
         client = Client(cluster)
@@ -63,3 +90,19 @@ def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def exit_interrupted(message: str, code: int = 130) -> None:
+    """End a command line interrupted by Ctrl-C: print ``message`` (one line, stderr) and exit
+    with ``code``. The cluster it interrupted is closed at exit by Dask's own ``atexit``
+    handler, which then reports closed comms and half-started clusters: :data:`NOISY_LOGGERS`
+    and errors raised while the interpreter exits are silenced, as the process is ending and
+    the message already said why."""
+    import click
+
+    known = [n for n, lg in list(logging.root.manager.loggerDict.items()) if isinstance(lg, logging.Logger)]
+    for name in {*NOISY_LOGGERS, *(n for n in known if n.split(".")[0] in NOISY_LOGGERS)}:
+        logging.getLogger(name).disabled = True  # a child logger's flag is its own
+    sys.unraisablehook = lambda unraisable: None
+    click.echo(message, err=True)
+    sys.exit(code)
