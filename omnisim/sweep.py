@@ -434,6 +434,8 @@ def sweep(scenarios: Any, policies: Sequence[Any], seeds: int | Sequence[int] = 
     finally:
         if book is not None:
             book.close()
+        if hasattr(stream, "close"):  # a loop left early (Ctrl-C, an error): close its cluster
+            stream.close()            # now, workers before scheduler, not at interpreter exit
     table = _results(rows)
     if failed and on_error == "raise":
         lines = [f"run {t.run_id} ({t.scenario_name}, {t.policy_label}, seed {t.seed}): "
