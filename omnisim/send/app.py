@@ -17,16 +17,21 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from omnisim.errors import OmnisimError
 from omnisim.send.metrics import Metrics
 from omnisim.send.service import MESSAGE_CHANNELS, DecisionService, Event, Ingested, LoadedPolicy
 from omnisim.send.validation import (EVENT_SCHEMA, MAX_ADDRESS_CHARS, MAX_ID_CHARS,
-                                     NOT_BLANK_NO_NUL, address_error, id_error, parse_event)
+                                     NOT_BLANK_NO_NUL, address_error, id_error, parse_event,
+                                     unicode_error)
 
 #: Largest request body accepted, bytes, on every route but the policy upload; largest
 #: batch, events (``create_app`` defaults).
@@ -39,6 +44,9 @@ POLICY_PATH = "/admin/policy"
 #: The answer to a JSON body nested deeper than the parser's recursion limit (400).
 TOO_DEEP = ("malformed JSON: nested too deeply (deeper than the parser's recursion limit, "
             "about 1,000 levels); flatten the structure")
+#: FastAPI's answer to a body its JSON parser raised on (other than a JSON syntax error),
+#: which :func:`create_app` replaces with :func:`malformed_json`'s reason.
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 #: Most log rows ``GET /users/{id}/timeline`` returns (its ``limit`` is clamped to 1..this).
 MAX_TIMELINE_ROWS = 10_000
 API_KEY_ENV = "OMNISIM_SEND_API_KEY"
@@ -53,6 +61,34 @@ _CHANNEL_KEYS = {"propertyNames": {"enum": list(MESSAGE_CHANNELS)}}
 _ADDRESSES = {**_CHANNEL_KEYS, "properties": {
     ch: {"type": "string", "maxLength": n, "description": f"At most {n} characters."}
     for ch, n in MAX_ADDRESS_CHARS.items()}}
+
+
+#: OpenAPI answers of the /users and policy routes: ``{"detail": text}`` (ours), or FastAPI's
+#: list of ``{loc, msg, type}`` for a body or parameter its validation refused.
+_DETAIL_TEXT = {"type": "object", "required": ["detail"],
+                "properties": {"detail": {"type": "string"}}}
+_DETAIL_ANY = {"type": "object", "required": ["detail"], "properties": {"detail": {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "object", "required": ["loc", "msg", "type"], "properties": {
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+        "msg": {"type": "string"}, "type": {"type": "string"}}}}]}}}
+
+
+def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+#: The answers of ``DELETE /users/{id}`` and ``GET /users/{id}/timeline``; with a body
+#: (``PUT /users/{id}``, ``POST /admin/policy``) also 400.
+ID_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: _answer("Unknown user.", _DETAIL_TEXT),
+    422: _answer("Invalid: the field and what was expected (an invalid {user_id} or policy as "
+                 "text; a body or parameter FastAPI refused as its list of {loc, msg, type}).",
+                 _DETAIL_ANY)}
+BODY_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: _answer("Malformed JSON (not UTF-8, a syntax error, a number over 4300 digits, nested "
+                 "too deeply): the reason.", _DETAIL_TEXT),
+    422: ID_ANSWERS[422]}
 
 
 class UserIn(BaseModel):
@@ -82,6 +118,13 @@ class UserIn(BaseModel):
             raise ValueError(f"unknown channel(s) {', '.join(bad)}; expected {', '.join(MESSAGE_CHANNELS)}")
         return v
 
+    @field_validator("traits", "addresses", "consent")
+    @classmethod
+    def _unicode(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if (error := unicode_error(v, info.field_name or "")) is not None:
+            raise ValueError(error)  # a lone surrogate: UTF-8 (the store) cannot hold it
+        return v
+
     @field_validator("addresses")
     @classmethod
     def _address_lengths(cls, v: dict[str, str]) -> dict[str, str]:
@@ -89,6 +132,31 @@ class UserIn(BaseModel):
             if (error := address_error(channel, address)) is not None:
                 raise ValueError(error)
         return v
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON answer that can echo any parsed input: a string holding a lone surrogate (an
+    unpaired ``\\uD800`` escape, which UTF-8 cannot encode) is written back as that escape
+    instead of failing the answer with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
+
+
+def malformed_json(exc: BaseException) -> str:
+    """The 400 answer to a body :func:`json.loads` raised ``exc`` on."""
+    if isinstance(exc, RecursionError):
+        return TOO_DEEP
+    if isinstance(exc, UnicodeDecodeError):
+        return f"malformed JSON: the body is not UTF-8 text ({exc}); send UTF-8 JSON"
+    if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError) and "digits" in str(exc):
+        return ("malformed JSON: an integer of more than 4300 digits (the parser's limit); "
+                "send shorter numbers")
+    return f"malformed JSON: {exc}"
 
 
 class BodyLimit:
@@ -165,6 +233,19 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         raise HTTPException(401, "missing or invalid API key: send it in the X-API-Key header")
 
     auth = [Depends(api_key)]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's answer, but one that can echo an input holding a lone surrogate.
+        return SafeJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR and exc.__cause__:
+            # FastAPI's parser failed past JSON syntax (not UTF-8, a 5000-digit number…):
+            # say why, as POST /events does.
+            return _error(400, malformed_json(exc.__cause__))
+        return await http_exception_handler(request, exc)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes,
                        max_policy_bytes=max_policy_bytes, max_batch=max_batch)
 
@@ -233,8 +314,8 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         now = service.clock.now()
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            why = TOO_DEEP if isinstance(exc, RecursionError) else f"malformed JSON: {exc}"
+        except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError,
+            why = malformed_json(exc)  # and an integer over the parser's 4300 digits
             store.quarantine(why, raw.decode("utf-8", "replace"), now)
             metrics.events.labels("rejected").inc()
             return _error(400, why)
@@ -250,12 +331,12 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         if single:
             r = results[0]
             code = {"accepted": 202, "duplicate": 200}.get(r["status"], r.get("code", 422))
-            return JSONResponse(r, status_code=code)
+            return SafeJSONResponse(r, status_code=code)
         ok = any(r["status"] != "rejected" for r in results)
         body = {"accepted": sum(r["status"] == "accepted" for r in results),
                 "duplicates": sum(r["status"] == "duplicate" for r in results),
                 "rejected": sum(r["status"] == "rejected" for r in results), "results": results}
-        return JSONResponse(body, status_code=200 if ok else 422)
+        return SafeJSONResponse(body, status_code=200 if ok else 422)
 
     def _ingest(items: list[Any], now: datetime) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -274,7 +355,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
                 good.append((i, e))
         for r, item in zip(results, items):
             if r["status"] == "rejected":
-                store.quarantine(r["error"], item, now)
+                store.quarantine(r["error"], _storable(item), now)
                 metrics.events.labels("rejected").inc()
         if good:
             outcomes = service.ingest_results([e for _, e in good])
@@ -295,7 +376,8 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         if (error := id_error("user_id", user_id)) is not None:
             raise HTTPException(422, error)
 
-    @app.put("/users/{user_id}", dependencies=auth, responses=too_large_answer(max_body_bytes),
+    @app.put("/users/{user_id}", dependencies=auth,
+             responses={**BODY_ANSWERS, **too_large_answer(max_body_bytes)},
              openapi_extra={"requestBody": limited_body("A user's profile", max_body_bytes)})
     def put_user(user: UserIn, user_id: str = USER_ID_PATH) -> dict[str, Any]:
         """Create or replace a user's timezone, traits, addresses and consent."""
@@ -305,7 +387,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
                               service.clock.now())
         return {"user_id": user_id, "status": "stored"}
 
-    @app.delete("/users/{user_id}", dependencies=auth)
+    @app.delete("/users/{user_id}", dependencies=auth, responses=ID_ANSWERS)
     def delete_user(user_id: str = USER_ID_PATH) -> dict[str, Any]:
         """Erase a user: profile and pending work deleted; the log keeps a pseudonymous id."""
         valid_id(user_id)
@@ -315,7 +397,7 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
             anon = store.erase_user(user_id)
         return {"user_id": user_id, "status": "erased", "pseudonym": anon}
 
-    @app.get("/users/{user_id}/timeline", dependencies=auth)
+    @app.get("/users/{user_id}/timeline", dependencies=auth, responses=ID_ANSWERS)
     def timeline(user_id: str = USER_ID_PATH, limit: int = Query(200, description=(
             f"Most log rows to return; clamped to 1 to {MAX_TIMELINE_ROWS}."))) -> dict[str, Any]:
         """The user's latest log rows (oldest first) and open timers."""
@@ -330,7 +412,8 @@ def create_app(service: DecisionService, *, metrics: Metrics | None = None,
         return {"user_id": user_id, "events": rows,
                 "scheduled": [{"kind": k, "due": from_us(d).isoformat()} for k, d in pending]}
 
-    @app.post(POLICY_PATH, dependencies=auth, responses=too_large_answer(max_policy_bytes),
+    @app.post(POLICY_PATH, dependencies=auth,
+              responses={**BODY_ANSWERS, **too_large_answer(max_policy_bytes)},
               openapi_extra={"requestBody": limited_body("A policy artifact (JSON)",
                                                          max_policy_bytes)})
     def swap_policy(artifact: dict[str, Any] = Body(..., description="A policy artifact (JSON)")) -> dict[str, Any]:
@@ -357,5 +440,14 @@ def _rejection(e: Event, outcome: Ingested) -> tuple[str, int]:
     return f"{outcome.error}; kept in quarantine, not stored: it may be sent again", 500
 
 
+def _storable(item: Any) -> Any:
+    """``item`` as :meth:`Store.quarantine` can keep it: a string item holding a lone
+    surrogate (not UTF-8 text) as its JSON text, the surrogate escaped; else as is (parsed
+    objects and arrays are stored as JSON, which escapes it)."""
+    if isinstance(item, str) and unicode_error(item) is not None:
+        return json.dumps(item)
+    return item
+
+
 def _error(code: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=code)
+    return SafeJSONResponse({"detail": message}, status_code=code)

@@ -26,8 +26,13 @@ MAX_FUTURE_S = 300
 MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: JSON-schema patterns (ECMA 262, also Python ``re``): no NUL; and not blank either.
+#: "Blank" is what :meth:`str.strip` removes (:func:`id_error`), spelled out: ECMA's ``\s``
+#: is another set (it lacks U+001C..U+001F and U+0085, which Python strips, and has U+FEFF),
+#: so a pattern with ``\s`` stated ids valid that the API refuses.
+WHITESPACE = (r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+              r"\u205f\u3000")
 NO_NUL = r"^[^\u0000]*$"
-NOT_BLANK_NO_NUL = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+NOT_BLANK_NO_NUL = rf"^[^\u0000]*[^{WHITESPACE}\u0000][^\u0000]*$"
 _ID_RULE = f"a non-blank string of at most {MAX_ID_CHARS} characters, without NUL (\\u0000)"
 
 #: JSON schema of one event, for the OpenAPI document. Its limits are the constants above,
@@ -48,20 +53,23 @@ EVENT_SCHEMA: dict[str, Any] = {
                "description": (f"ISO 8601 with a timezone, e.g. 2024-03-01T09:30:00Z; not before "
                                f"{MIN_TS:%Y-%m-%dT%H:%M:%SZ} and at most {MAX_FUTURE_S} s ahead of "
                                "the server's clock.")},
-        "channel": {"type": "string", "enum": list(CHANNELS)},
-        "message_id": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID_CHARS,
+        "channel": {"type": ["string", "null"], "enum": [*CHANNELS, None],
+                    "description": "The channel (null: none given, as when absent)."},
+        "message_id": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_MESSAGE_ID_CHARS,
                        "pattern": NO_NUL,
                        "description": ("The message a callback is about (one sent to this user); a "
                                        f"non-empty string of at most {MAX_MESSAGE_ID_CHARS} "
-                                       "characters, without NUL (\\u0000).")},
-        "value": {"type": "number", "minimum": 0, "description": "Revenue on purchase; finite, >= 0."},
+                                       "characters, without NUL (\\u0000); null: none "
+                                       "given, as when absent.")},
+        "value": {"type": ["number", "null"], "minimum": 0,
+                  "description": "Revenue on purchase; finite, >= 0 (null: none, as when absent)."},
         "properties": {"type": "object", "x-max-json-bytes": MAX_PROPERTIES_BYTES,
                        "description": (f"Trigger payload for the policy; at most "
                                        f"{MAX_PROPERTIES_BYTES} bytes as compact JSON (UTF-8)."),
                        "properties": {"campaign": {
-                           "type": "string", "pattern": NO_NUL,
+                           "type": ["string", "null"], "pattern": NO_NUL,
                            "description": ("A callback's campaign when its message is unknown; "
-                                           "without NUL (\\u0000).")}}},
+                                           "without NUL (\\u0000); null: none.")}}},
     },
 }
 
@@ -70,6 +78,8 @@ def parse_event(item: Any, now: datetime) -> Event | str:
     """``item`` as an :class:`Event`, or the error message saying what is wrong."""
     if not isinstance(item, dict):
         return f"expected a JSON object, got {type(item).__name__}"
+    if (error := unicode_error(item)) is not None:
+        return error
     extra = sorted(set(item) - set(FIELDS))
     if extra:
         return f"unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(FIELDS)}"
@@ -124,6 +134,45 @@ def id_error(name: str, value: Any) -> str | None:
         return (f"{name}: expected a non-empty string of at most {MAX_ID_CHARS} characters "
                 f"without NUL, got {_short(value)}")
     return None
+
+
+def unicode_error(value: Any, where: str = "") -> str | None:
+    """Why ``value`` (a parsed JSON value) cannot be stored or answered, or None when it can:
+    some string of it (a value or an object's key) holds a lone UTF-16 surrogate — which a
+    ``\\uD800``-style JSON escape without its pair decodes to — and so is not Unicode text:
+    UTF-8 (SQLite, PostgreSQL, the JSON answer) cannot encode it. The error names where."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:  # iterative: a body may nest as deep as the parser allows
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if not _encodable(v):
+                return (f"{_cut(path)}: not valid Unicode text (a lone surrogate such as "
+                        f"\\ud800, an unpaired \\uXXXX escape); expected UTF-8 text, got {_short(v)}")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and not _encodable(k):
+                    return (f"{_cut(path)}: key {_short(k)} is not valid Unicode text (a "
+                            "lone surrogate, an unpaired \\uXXXX escape); expected UTF-8 text")
+                stack.append((f"{path}.{k}" if path else str(k), x))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", x) for i, x in enumerate(v))
+    return None
+
+
+def _cut(path: str) -> str:
+    """A JSON path for an error message: 'value' for the whole, else at most 120 characters."""
+    return "value" if not path else path if len(path) <= 120 else path[:117] + "..."
+
+
+def _encodable(text: str) -> bool:
+    """True when ``text`` is valid Unicode (encodes as UTF-8: no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def address_error(channel: str, address: Any) -> str | None:
