@@ -176,10 +176,17 @@ def _encodable(text: str) -> bool:
 
 
 def address_error(channel: str, address: Any) -> str | None:
-    """Why ``address`` cannot be a user's ``channel`` address (longer than
-    :data:`MAX_ADDRESS_CHARS` allows), or None when it can."""
+    """Why ``address`` cannot be a user's ``channel`` address (blank, holding a control
+    character such as NUL or a line break — no provider takes one, and an SMTP header
+    would be split by it — or longer than :data:`MAX_ADDRESS_CHARS` allows), or None when
+    it can."""
     limit = MAX_ADDRESS_CHARS.get(channel)
-    if limit is not None and isinstance(address, str) and len(address) > limit:
+    if limit is None or not isinstance(address, str):
+        return None
+    if not address.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in address):
+        return (f"addresses.{channel}: expected a non-blank address without control characters "
+                f"(NUL, line breaks, tabs), got {_short(address)}")
+    if len(address) > limit:
         return (f"addresses.{channel}: at most {limit} characters, got {len(address)} "
                 f"({_short(address)})")
     return None

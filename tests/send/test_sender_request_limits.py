@@ -99,6 +99,19 @@ def test_addresses_have_a_length_limit_per_channel(client, channel):
     assert validation.MAX_ADDRESS_CHARS["email"] == 320  # RFC 5321: 64 + 1 + 255
 
 
+@pytest.mark.parametrize("address", ["a\x00b@example.com", "a@example.com\r\nBcc: x@evil.test",
+                                     "   ", "a\tb@example.com"])
+def test_addresses_with_control_characters_or_blank_are_refused(client, address):
+    """A NUL or line break in an address is garbage no provider takes (and a line break would
+    split an SMTP header): refused with 422 naming the field, the stored profile unchanged."""
+    user = {**USER, "addresses": {"email": address}}
+    r = client.put("/users/u1", json=user, headers=H)
+    assert r.status_code == 422, r.text
+    assert "addresses.email: expected a non-blank address without control characters" in r.text
+    stored = client.service.store.one("SELECT addresses FROM users WHERE user_id = 'u1'")
+    assert "u1@example.com" in str(stored)
+
+
 def event(**kw: Any) -> dict[str, Any]:
     return {"key": "k1", "user_id": "u1", "type": "product_view", "ts": "2026-03-02T10:00:00Z", **kw}
 
