@@ -379,12 +379,18 @@ def load_users(path: str | Path | None) -> pd.DataFrame | None:
         raise FileNotFoundError(f"{path}: users table not found (looked at {path.resolve()}); "
                                 "expected a Parquet or CSV file with a 'user_id' column")
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        users = pd.read_parquet(path)
-    elif name.endswith((".csv", ".csv.gz")):
-        users = pd.read_csv(path, dtype={"user_id": str})  # ids are text: 00123 stays 00123
-    else:
+    if not name.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
         raise ValueError(f"{path}: unsupported users-table type; expected .parquet, .csv or .csv.gz")
+    kind = "Parquet" if name.endswith((".parquet", ".pq")) else "CSV"
+    try:
+        if kind == "Parquet":
+            users = pd.read_parquet(path)
+        else:
+            users = pd.read_csv(path, dtype={"user_id": str})  # ids are text: 00123 stays 00123
+    except Exception as exc:  # noqa: BLE001 -- any reader error, reported with the file named
+        raise ValueError(f"{path}: the users table cannot be read as {kind} "
+                         f"({' '.join(str(exc).split())}); expected a {kind} file with a "
+                         f"'user_id' column") from None
     if "user_id" not in users.columns:
         raise ValueError(f"{path}: the users table has no 'user_id' column; found "
                          f"{', '.join(map(str, users.columns))}")
@@ -393,7 +399,33 @@ def load_users(path: str | Path | None) -> pd.DataFrame | None:
         raise ValueError(f"{path}: user_id {users['user_id'][dup].iloc[0]!r} appears more than once "
                          f"({int(dup.sum())} duplicates); expected one row per user")
     users["user_id"] = users["user_id"].astype("string")
+    _check_iana_timezones(users, path)
     return users
+
+
+def _check_iana_timezones(users: pd.DataFrame, path: Path) -> None:
+    """Raise ``ValueError`` naming the file, rows, user and value of a ``timezone`` that is not
+    an IANA name (policies compute local time with zoneinfo); empty means UTC."""
+    import zoneinfo
+
+    if "timezone" not in users.columns:
+        return
+    tz = users["timezone"].astype("string").reset_index(drop=True)
+    given = tz.notna() & (tz.str.strip() != "")
+    bad_names = []
+    for name in pd.unique(tz[given]):
+        try:
+            zoneinfo.ZoneInfo(str(name))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            bad_names.append(name)
+    if not bad_names:
+        return
+    pos = np.flatnonzero((given & tz.isin(bad_names)).to_numpy(bool))
+    rows = ", ".join(str(i + 1) for i in pos[:5]) + (f" and {len(pos) - 5} more" if len(pos) > 5 else "")
+    raise ValueError(f"{path}: column 'timezone': unknown time zone {tz.iloc[pos[0]]!r} in "
+                     f"{'row' if len(pos) == 1 else 'rows'} {rows} (user_id "
+                     f"{str(users['user_id'].iloc[pos[0]])!r}); expected an IANA name such as "
+                     f"'Europe/Paris', or empty for UTC")
 
 
 def _levels(values: pd.Series, max_levels: int) -> pd.Series:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from omnisim import __version__
-from omnisim.cli_common import OmnisimGroup
+from omnisim.cli_common import OmnisimGroup, check_file_path
 
 
 @click.group(cls=OmnisimGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,8 +69,14 @@ _scenario_opt = click.option("--scenario", default="default", show_default=True,
                              help="Built-in scenario name or a scenario YAML file.")
 _users_opt = click.option("--users", "n_users", type=click.IntRange(min=1), default=None,
                           help="Number of users (default: the scenario's).")
+def _finite_days(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not np.isfinite(value):  # FloatRange lets nan and inf through
+        raise click.BadParameter(f"{value} is not a finite number of days; expected a number > 0")
+    return value
+
+
 _days_opt = click.option("--days", type=click.FloatRange(min=0, min_open=True), default=None,
-                         help="Horizon in days (default: the scenario's).")
+                         callback=_finite_days, help="Horizon in days (default: the scenario's).")
 _engine_opt = click.option("--engine", type=click.Choice(["fast", "simpy"]), default="fast",
                            show_default=True,
                            help="Simulation engine: fast (vectorised) or simpy (the reference).")
@@ -131,6 +137,7 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
         raise click.BadParameter("applies to the fast engine only", param_hint="--jobs")
     if scheduler is not None and engine != "fast":
         raise click.BadParameter("applies to the fast engine only", param_hint="--scheduler")
+    check_file_path(log_out, "--log")
     if log_dir is not None and (engine != "fast" or log_out is not None):
         raise click.BadParameter("applies to the fast engine only, without --log", param_hint="--log-dir")
     if log_dir is not None and log_dir.exists() and any(log_dir.glob("part-*.parquet")):
@@ -176,6 +183,7 @@ def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, d
     """Compare policies over seeds: each metric's mean and 95 % CI."""
     from omnisim.experiment import compare
 
+    check_file_path(out, "--out")
     names = [p.strip() for p in policies.split(",") if p.strip()]
     table = compare(scenario, names, seeds, n_users=n_users, days=days, progress=not as_json,
                     engine=engine)

@@ -8,15 +8,16 @@ import click
 
 
 def _read_users(path: Path):
-    import pandas as pd
-
     from omnisim.model.calibrate import CalibrationError
+
+    from omnisim.analysis import load_users
 
     if not path.exists():
         raise CalibrationError(f"--users {path}: file not found")
-    try:
-        return (pd.read_parquet(path) if path.suffix in (".parquet", ".pq")
-                else pd.read_csv(path, dtype={"user_id": str}))  # ids are text, as in the log
+    try:  # the users table every command reads: unique user_id, IANA time zones
+        return load_users(path)
+    except ValueError as exc:
+        raise CalibrationError(f"--users {exc}") from None
     except Exception as exc:  # noqa: BLE001 -- any parser error, reported with the file named
         raise CalibrationError(f"--users {path}: cannot be read ({type(exc).__name__}: {exc}); "
                                "expected Parquet or CSV with a user_id column") from None
@@ -44,6 +45,9 @@ def calibrate_cmd(log_path: Path, users_path: Path | None, out: Path, segment_by
     from omnisim.log import read_log
     from omnisim.model.calibrate import fit_calibration, write_scenario
 
+    from omnisim.cli_common import check_file_path
+
+    check_file_path(out, "--out")
     log = read_log(log_path)
     users = _read_users(users_path) if users_path is not None else None
     cal = fit_calibration(log, users, base=base, segment_by=segment_by, confidence=confidence,

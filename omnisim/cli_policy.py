@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from omnisim.cli_common import OmnisimGroup, parse_params
+from omnisim.cli_common import OmnisimGroup, check_file_path, parse_params
 
 
 @click.group(cls=OmnisimGroup)
@@ -22,6 +22,7 @@ def policy_export(name_or_path: str, out: Path) -> None:
     """Export a built-in policy (e.g. seed_journey+pressure) or a policy YAML file as an artifact."""
     from omnisim.policies.artifact import export_policy, read_artifact
 
+    check_file_path(out, "--out")
     path = export_policy(name_or_path, out)
     m = read_artifact(path)
     click.echo(f"exported {m['name']} → {path} (sha256 {m['sha256'][:12]}…)")
@@ -42,6 +43,7 @@ def policy_train(kind: str, log_path: Path, users_path: Path | None, params: tup
     from omnisim.cli_ope import read_log_and_users
     from omnisim.policies.artifact import export_policy, read_artifact, train_policy
 
+    check_file_path(out, "--out")
     log, users = read_log_and_users(log_path, users_path)
     pol, metrics = train_policy(kind, log, users, **parse_params(params))
     path = export_policy(pol, out, metrics=metrics, training_data=log)

@@ -53,6 +53,9 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
     from omnisim.sweep import journaled_rows, load_sweep_config, sweep as run
     from omnisim.sweep_journal import read_journal
 
+    from omnisim.cli_common import check_file_path
+
+    check_file_path(out, "--out")
     cfg = load_sweep_config(config)  # validate before starting any cluster
     journal = journal_path(out)
     if journal.exists() and not resume:

@@ -31,6 +31,9 @@ def tune(config: Path, scheduler: str | None, n_workers: int, out: Path, trials:
     from omnisim.tune import tune as run
 
     cfg = load_tune_config(config)  # validate before any simulation or cluster
+    from omnisim.cli_common import check_file_path
+
+    check_file_path(out, "--out")
     if out.suffix != ".json":
         raise TuneError(f"--out {out}: an artifact path must end in .json")
     storage = cfg.storage or str(out.with_name(out.stem + ".study.db"))

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from omnisim.errors import OmnisimError
 
-__all__ = ["ClusterError", "dask_client", "exit_interrupted"]
+__all__ = ["ClusterError", "SchedulerAddressError", "dask_client", "exit_interrupted"]
 
 #: Loggers that report a cluster torn down mid-flight (closed comms, tasks destroyed while
 #: pending, workers lost): silenced by :func:`exit_interrupted`, never otherwise.
@@ -28,6 +28,10 @@ class ClusterError(OmnisimError):
     """A local Dask cluster could not start; the message says the likely cause and the fix."""
 
     exit_code = 1
+
+
+class SchedulerAddressError(OmnisimError, ValueError):
+    """``scheduler`` is neither ``"local"`` nor a scheduler address (bad input: exit 2)."""
 
 
 def _start_failure(exc: Exception, n_workers: int, processes: bool) -> str:
@@ -83,7 +87,12 @@ def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -
             raise ClusterError(_start_failure(exc, n_workers, processes)) from exc
         client = Client(cluster)
     else:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (ValueError, TypeError) as exc:  # not an address at all: the user's input
+            raise SchedulerAddressError(
+                f"--scheduler {scheduler!r}: not a Dask scheduler address ({exc}); expected "
+                f"'local' or an address such as tcp://host:8786") from None
     try:
         yield client
     finally:

@@ -144,7 +144,7 @@ def validate(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
     ------
     LogValidationError
         listing every problem found: missing columns, unparsable timestamps, unknown
-        events or channels, propensities outside [0, 1], negative values, duplicated
+        events or channels, propensities outside [0, 1], negative or infinite values, duplicated
         ``message_id`` on ``sent`` rows, an empty log. Row numbers are 1-based data rows.
     """
     problems: list[str] = []
@@ -192,7 +192,14 @@ def validate(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
     if bad.any():
         pos = np.flatnonzero(bad.to_numpy())
         problems.append(f"column 'propensity': {float(prop.iloc[pos[0]])!r} outside [0, 1] in {_rows(pos)}")
-    neg = out["value"] < 0
+    inf = np.isinf(out["value"].to_numpy(dtype="float64", na_value=np.nan))
+    if inf.any():
+        pos = np.flatnonzero(inf)
+        problems.append(
+            f"column 'value': {float(out['value'].iloc[pos[0]])!r} in {_rows(pos)}; "
+            "expected a finite revenue or cost >= 0 (or empty)"
+        )
+    neg = (out["value"] < 0) & ~inf
     if neg.any():
         pos = np.flatnonzero(neg.to_numpy())
         problems.append(

@@ -231,6 +231,13 @@ def check_params(name: str, params: dict[str, Any], known: dict[str, dict[str, s
                 raise bad(p, v, "a whole number >= 0")
         if p in PARAM_CHOICES and v not in PARAM_CHOICES[p]:
             raise bad(p, v, "one of " + ", ".join(PARAM_CHOICES[p]))
+        if p in ("start", "end") and isinstance(v, str) and v.strip():
+            import pandas as pd  # the notebooks read these with pandas.Timestamp
+
+            try:
+                pd.Timestamp(v)
+            except (ValueError, TypeError):
+                raise bad(p, v, "an ISO 8601 date, e.g. '2024-03-01'") from None
         if p == "n_hours" and any(x > 24 for x in numbers):
             raise bad(p, v, "a whole number of hours of the day, 1 to 24")
         if p == "estimators":

@@ -89,8 +89,13 @@ def load_schedule(path: str | Path) -> list[ScheduledReport]:
     path = Path(path)
     if not path.exists():
         raise ScheduleError(f"{path}: schedule file not found (looked at {path.resolve()})")
+    if path.is_dir():
+        raise ScheduleError(f"{path}: is a directory; expected a schedule YAML file")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScheduleError(f"{path}: not a text file (not UTF-8: {exc.reason} at byte "
+                            f"{exc.start}); expected a schedule YAML file") from None
     except yaml.YAMLError as exc:
         raise ScheduleError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "reports" not in doc:

@@ -488,8 +488,9 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
     if n_users is not None and (isinstance(n_users, bool) or not isinstance(n_users, int) or n_users < 1):
         raise _fail(label, "n_users", "an integer >= 1", n_users)
     days = data.get("days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
-        raise _fail(label, "days", "a number > 0", days)
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                             or not 0 < days < float("inf")):  # NaN fails too
+        raise _fail(label, "days", "a finite number > 0", days)
     engine = data.get("engine", "fast")
     if engine not in ENGINES:
         raise _fail(label, "engine", "one of " + ", ".join(ENGINES), engine)

@@ -621,10 +621,15 @@ def load_tune_config(source: str | Path | Mapping[str, Any]) -> TuneConfig:
     else:
         p = Path(source)
         label, root = str(p), p.parent
+        if p.is_dir():
+            raise TuneError(f"{label}: is a directory; expected a tuning config YAML file")
         if not p.is_file():
             raise TuneError(f"{label}: file not found (looked at {p.resolve()})")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TuneError(f"{label}: not a text file (not UTF-8: {exc.reason} at byte "
+                            f"{exc.start}); expected a tuning config in YAML") from None
         except yaml.YAMLError as exc:
             raise TuneError(f"{label}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
@@ -648,8 +653,9 @@ def load_tune_config(source: str | Path | Mapping[str, Any]) -> TuneConfig:
     if n_users is not None and (isinstance(n_users, bool) or not isinstance(n_users, int) or n_users < 1):
         raise TuneError(f"{label}: n_users: expected an integer >= 1, got {n_users!r}")
     days = data.get("days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
-        raise TuneError(f"{label}: days: expected a number > 0, got {days!r}")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                             or not 0 < days < math.inf):  # NaN fails too
+        raise TuneError(f"{label}: days: expected a finite number > 0, got {days!r}")
     engine = data.get("engine", "fast")
     if engine not in ENGINES:
         raise TuneError(f"{label}: engine: expected one of {', '.join(ENGINES)}, got {engine!r}")

@@ -347,7 +347,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if not p.exists():
             raise ScenarioError(f"file not found (looked at {p.resolve()}); pass a built-in "
                                 f"name ({', '.join(builtin_scenarios())}) or a YAML path")
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise ScenarioError(f"{p} is a directory; expected a scenario YAML file")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(f"{p}: not a text file (not UTF-8: {exc.reason} at byte "
+                                f"{exc.start}); expected a scenario YAML file") from None
     else:
         name = str(name_or_path)
         res = resources.files("omnisim") / "builtin" / "scenarios" / f"{name}.yaml"

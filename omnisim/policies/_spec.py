@@ -90,6 +90,9 @@ def load_yaml(source: str | Path | Mapping[str, Any], err: type[SpecError]) -> t
         text = path.read_text()
     except OSError as exc:
         raise err(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise err(f"{path}: not a text file (not UTF-8: {exc.reason} at byte {exc.start}); "
+                  "expected a YAML file") from None
     try:
         return yaml.safe_load(text), str(path)
     except yaml.YAMLError as exc:

@@ -84,7 +84,10 @@ class ArtifactError(OmnisimError, ValueError):
 # ------------------------------------------------------------------ policy documents
 def _yaml_file(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: cannot read {what}: not a text file (not UTF-8: {exc.reason} "
+                            f"at byte {exc.start}); expected YAML") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ArtifactError(f"{path}: cannot read {what}: {exc}") from None
     if not isinstance(data, dict):
@@ -373,7 +376,12 @@ def export_policy(policy: Any, path: str | Path, *, metrics: Mapping[str, Any] |
         from omnisim.policies.registry import load_policy
 
         params, arrays, files = _rules_dump(policy)
-        name = load_policy(params).name
+        try:
+            name = load_policy(params).name
+        except OmnisimError as exc:  # the document was inlined: name the file it came from
+            if isinstance(policy, Mapping) or str(policy) in str(exc):
+                raise
+            raise ArtifactError(f"{policy}: {' '.join(str(exc).split())}") from None
     else:
         kind = _kind_of(policy)
         params, arrays, files = kind.dump(policy)
@@ -528,7 +536,10 @@ def train_policy(kind: str, log: pd.DataFrame, users: pd.DataFrame | None = None
         else:
             target = k.cls
         names = sorted(p for p in inspect.signature(target).parameters if p not in ("log", "users"))
-        raise ArtifactError(f"kind {k.name}: bad parameter ({exc}); it takes {', '.join(names)}") from None
+        given = ", ".join(f"{p}={v!r}" for p, v in params.items())
+        raise ArtifactError(f"kind {k.name}: bad parameter ({exc})"
+                            + (f" among the given {given}" if given else "")
+                            + f"; it takes {', '.join(names)}") from None
 
 
 def _version() -> str:
