@@ -4,7 +4,6 @@ one-paragraph message (never a traceback), a failed run exits 1."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click

@@ -3,7 +3,6 @@ value and what was expected — never a traceback (README, 'A short tour')."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
