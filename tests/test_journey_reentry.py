@@ -304,12 +304,9 @@ def test_simulated_histories_carry_the_step(engine):
     assert all(step is not None for _, step in seen)  # no holdout: every own row has its step
 
 
-def test_the_sender_fills_the_step_and_a_late_step_is_not_an_entry(store_url, tmp_path):
-    """An entry at 0 h waits 48 h; the sender is down until 150 h, so the first step runs
-    then (stamped 150 h: late beyond the tolerance), the second on time at 174 h. A product
-    view at 230 h: the run is over (56 h > the longest wait, 49 h) and the entry was 230 h
-    ago (> the 200 h cooldown): it enters — by timing alone the late first step would look
-    like an entry 80 h ago. The sender's history comes from its store (the step column)."""
+def _late_first_step(store_url, tmp_path):
+    """A sender whose user entered WAITS_FIRST at 0 h (cooldown 200 h) and that was down until
+    150 h: the first step ran late at 150 h, the second on time at 174 h."""
     from omnisim.send.clock import ManualClock
 
     spec = dict(WAITS_FIRST, reentry_cooldown_h=200)
@@ -323,6 +320,16 @@ def test_the_sender_fills_the_step_and_a_late_step_is_not_an_entry(store_url, tm
         clock.set(at(hours))
         while svc.run_due():
             pass
+    return svc, clock
+
+
+def test_the_sender_fills_the_step_and_a_late_step_is_not_an_entry(store_url, tmp_path):
+    """An entry at 0 h waits 48 h; the sender is down until 150 h, so the first step runs
+    then (stamped 150 h: late beyond the tolerance), the second on time at 174 h. A product
+    view at 230 h: the run is over (56 h > the longest wait, 49 h) and the entry was 230 h
+    ago (> the 200 h cooldown): it enters — by timing alone the late first step would look
+    like an entry 80 h ago. The sender's history comes from its store (the step column)."""
+    svc, clock = _late_first_step(store_url, tmp_path)
     decided = [(r["ts"], r["step"]) for r in log_rows(svc.store, "u1") if r["event"] == "decided"]
     assert decided == [(at(0), "entry"), (at(150), "offer_email"), (at(174), "offer_push")]
     with svc.store.transaction():
@@ -338,19 +345,7 @@ def test_the_sender_fills_the_step_and_a_late_step_is_not_an_entry(store_url, tm
 def test_the_sender_falls_back_to_timing_on_rows_without_a_step(store_url, tmp_path):
     """The same run in a store whose rows carry no step (older than the column): the late
     first step looks like an entry 80 h ago, within the cooldown — no new entry."""
-    from omnisim.send.clock import ManualClock
-
-    spec = dict(WAITS_FIRST, reentry_cooldown_h=200)
-    art = export_policy({"journeys": [spec]}, tmp_path / "p.json")
-    clock = ManualClock(at(0))
-    svc = make_service(store_url, art, clock)
-    svc.late_tolerance = timedelta(hours=1)
-    add_user(svc.store, "u1")
-    svc.ingest([ev("k1", "u1", "product_view", at(0))])
-    for hours in (150, 174):
-        clock.set(at(hours))
-        while svc.run_due():
-            pass
+    svc, clock = _late_first_step(store_url, tmp_path)
     with svc.store.transaction():
         svc.store.execute("UPDATE log SET step = NULL")
     clock.set(at(230))
