@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from omnisim import __version__
-from omnisim.cli_common import OmnisimGroup, check_file_path
+from omnisim.cli_common import OmnisimGroup, check_file_path, check_file_suffix
 
 
 @click.group(cls=OmnisimGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,6 +137,7 @@ def simulate_cmd(scenario: str, policy: str, n_users: int | None, days: float | 
     if scheduler is not None and engine != "fast":
         raise click.BadParameter("applies to the fast engine only", param_hint="--scheduler")
     check_file_path(log_out, "--log")
+    check_file_suffix(log_out, "--log", (".parquet", ".pq", ".csv", ".csv.gz"))
     if log_dir is not None and (engine != "fast" or log_out is not None):
         raise click.BadParameter("applies to the fast engine only, without --log", param_hint="--log-dir")
     if log_dir is not None and log_dir.exists() and any(log_dir.glob("part-*.parquet")):
@@ -183,6 +184,7 @@ def compare_cmd(scenario: str, policies: str, seeds: int, n_users: int | None, d
     from omnisim.experiment import compare
 
     check_file_path(out, "--out")
+    check_file_suffix(out, "--out", (".csv", ".parquet", ".pq"))
     names = [p.strip() for p in policies.split(",") if p.strip()]
     table = compare(scenario, names, seeds, n_users=n_users, days=days, progress=not as_json,
                     engine=engine)

@@ -45,11 +45,12 @@ def calibrate_cmd(log_path: Path, users_path: Path | None, out: Path, segment_by
     from omnisim.log import read_log
     from omnisim.model.calibrate import fit_calibration, write_scenario
 
-    from omnisim.cli_common import check_file_path
+    from omnisim.cli_common import check_file_path, check_users_match
 
     check_file_path(out, "--out")
     log = read_log(log_path)
     users = _read_users(users_path) if users_path is not None else None
+    check_users_match(log, users, log_path, users_path)
     cal = fit_calibration(log, users, base=base, segment_by=segment_by, confidence=confidence,
                           source=str(log_path))
     write_scenario(cal.scenario, out)

@@ -24,6 +24,26 @@ class OmnisimGroup(click.Group):
             sys.exit(2)
 
 
+class UsersLogMismatchError(OmnisimError, ValueError):
+    """No user of the users table appears in the log: nothing to fit (bad input: exit 2)."""
+
+
+def check_users_match(log, users, log_path, users_path) -> None:
+    """Refuse a users table none of whose ``user_id`` values appear in the log (e.g. the
+    table of another log, or ids written differently), naming both files and an id of each."""
+    if users is None or "user_id" not in getattr(users, "columns", ()) or not len(log):
+        return
+    log_ids = log["user_id"].astype(str)
+    user_ids = users["user_id"].astype(str)
+    if user_ids.isin(set(log_ids)).any():
+        return
+    example = f"e.g. {user_ids.iloc[0]!r} in the users table, " if len(user_ids) else "the users table is empty, "
+    raise UsersLogMismatchError(
+        f"--users {users_path}: none of its {len(user_ids):,} user ids appear in the log {log_path} "
+        f"({example}{log_ids.iloc[0]!r} in the log): the user ids do not match, so there is "
+        f"nothing to fit; expected the users table of this log")
+
+
 def check_file_path(path, option: str) -> None:
     """Fail fast, before any work, when an output ``path`` is an existing folder."""
     from pathlib import Path
@@ -31,6 +51,19 @@ def check_file_path(path, option: str) -> None:
     if path is not None and Path(path).is_dir():
         raise click.BadParameter(f"{path} is a directory; expected a file path (not a folder)",
                                  param_hint=option)
+
+
+def check_file_suffix(path, option: str, suffixes: tuple[str, ...]) -> None:
+    """Fail fast, before any work, when an output ``path`` does not end in one of ``suffixes``
+    (compared case-insensitively; a suffix may be compound, such as ``.csv.gz``)."""
+    from pathlib import Path
+
+    if path is None or Path(path).name.lower().endswith(tuple(s.lower() for s in suffixes)):
+        return
+    got = "".join(Path(path).suffixes) or "no extension"
+    expected = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 else suffixes[0]
+    raise click.BadParameter(f"{path}: unsupported file type ({got}); expected a path ending in "
+                             f"{expected}", param_hint=option)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from omnisim.cli_common import OmnisimGroup, check_file_path, parse_params
+from omnisim.cli_common import OmnisimGroup, check_file_path, check_users_match, parse_params
 
 
 @click.group(cls=OmnisimGroup)
@@ -45,6 +45,10 @@ def policy_train(kind: str, log_path: Path, users_path: Path | None, params: tup
 
     check_file_path(out, "--out")
     log, users = read_log_and_users(log_path, users_path)
+    if users is not None:
+        from omnisim.datasets import users_path_for  # the table beside the log, when not given
+
+        check_users_match(log, users, log_path, users_path or users_path_for(log_path))
     pol, metrics = train_policy(kind, log, users, **parse_params(params))
     path = export_policy(pol, out, metrics=metrics, training_data=log)
     m = read_artifact(path)

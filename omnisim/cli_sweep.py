@@ -20,7 +20,7 @@ def journal_path(out: Path) -> Path:
 
 def _write(table, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
+    if out.suffix.lower() == ".csv":
         table.to_csv(out, index=False)
     else:
         table.to_parquet(out, index=False)
@@ -53,9 +53,10 @@ def sweep(config: Path, scheduler: str | None, n_workers: int, out: Path, log_di
     from omnisim.sweep import journaled_rows, load_sweep_config, sweep as run
     from omnisim.sweep_journal import read_journal
 
-    from omnisim.cli_common import check_file_path
+    from omnisim.cli_common import check_file_path, check_file_suffix
 
     check_file_path(out, "--out")
+    check_file_suffix(out, "--out", (".parquet", ".pq", ".csv"))
     cfg = load_sweep_config(config)  # validate before starting any cluster
     journal = journal_path(out)
     if journal.exists() and not resume:

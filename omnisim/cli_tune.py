@@ -36,6 +36,10 @@ def tune(config: Path, scheduler: str | None, n_workers: int, out: Path, trials:
     check_file_path(out, "--out")
     if out.suffix != ".json":
         raise TuneError(f"--out {out}: an artifact path must end in .json")
+    if scheduler is not None and scheduler != "sequential":
+        from omnisim.cluster import check_scheduler_address
+
+        check_scheduler_address(scheduler)  # before the study database is created
     storage = cfg.storage or str(out.with_name(out.stem + ".study.db"))
     click.echo(f"tune {cfg.name}: {len(cfg.space)} parameter(s), {trials or cfg.trials} trials × "
                f"{len(cfg.seeds)} seeds, then top {cfg.top_k} on {len(cfg.fresh_seeds)} fresh seeds; "

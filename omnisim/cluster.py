@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 from omnisim.errors import OmnisimError
 
-__all__ = ["ClusterError", "SchedulerAddressError", "dask_client", "exit_interrupted"]
+__all__ = ["ClusterError", "SchedulerAddressError", "check_scheduler_address", "dask_client",
+           "exit_interrupted"]
 
 #: Loggers that report a cluster torn down mid-flight (closed comms, tasks destroyed while
 #: pending, workers lost): silenced by :func:`exit_interrupted`, never otherwise.
@@ -32,6 +33,27 @@ class ClusterError(OmnisimError):
 
 class SchedulerAddressError(OmnisimError, ValueError):
     """``scheduler`` is neither ``"local"`` nor a scheduler address (bad input: exit 2)."""
+
+
+def _address_error(scheduler: Any, exc: Exception) -> SchedulerAddressError:
+    return SchedulerAddressError(
+        f"--scheduler {scheduler!r}: not a Dask scheduler address ({exc}); expected "
+        f"'local' or an address such as tcp://host:8786")
+
+
+def check_scheduler_address(scheduler: Any) -> None:
+    """Raise :class:`SchedulerAddressError` unless ``scheduler`` is ``"local"``, a
+    ``distributed.Client`` or a well-formed scheduler address — without connecting, so that
+    commands can check it before they create or start anything."""
+    if scheduler == "local" or not isinstance(scheduler, str):
+        return  # "local" or a Client (anything else fails in Client(), as before)
+    from distributed.comm import get_address_host_port, parse_address
+
+    try:
+        if parse_address(scheduler)[0] != "inproc":  # inproc:// has no host and port
+            get_address_host_port(scheduler)
+    except (ValueError, TypeError) as exc:
+        raise _address_error(scheduler, exc) from None
 
 
 def _start_failure(exc: Exception, n_workers: int, processes: bool) -> str:
@@ -87,12 +109,11 @@ def dask_client(scheduler: Any, *, n_workers: int = 2, processes: bool = True) -
             raise ClusterError(_start_failure(exc, n_workers, processes)) from exc
         client = Client(cluster)
     else:
+        check_scheduler_address(scheduler)
         try:
             client = Client(scheduler)
         except (ValueError, TypeError) as exc:  # not an address at all: the user's input
-            raise SchedulerAddressError(
-                f"--scheduler {scheduler!r}: not a Dask scheduler address ({exc}); expected "
-                f"'local' or an address such as tcp://host:8786") from None
+            raise _address_error(scheduler, exc) from None
     try:
         yield client
     finally:

@@ -500,6 +500,11 @@ def load_sweep_config(source: str | Path | Mapping[str, Any]) -> SweepConfig:
             or (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
                                                           and s >= 0 for s in seeds))):
         raise _fail(label, "seeds", "a count >= 1 or a non-empty list of integers >= 0", seeds)
+    if isinstance(seeds, list):  # as compare: a repeated seed would count one replicate twice
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise SweepConfigError(f"{label}: seeds: {', '.join(map(str, dup))} given more than once "
+                                   f"in {seeds}; list each seed once (every seed is one replicate)")
     grid = data.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise _fail(label, "grid", "a mapping of scenario key paths to lists of values", grid)

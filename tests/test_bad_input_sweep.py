@@ -195,3 +195,89 @@ def test_policy_train_parameter_of_the_wrong_type_is_named(tmp_path):
 def test_simulate_days_not_finite(days):
     expect_bad(["simulate", "--policy", "blast", "--users", "5", "--days", days, "--no-progress"],
                "--days", days, "finite")
+
+
+# ---------------------------------------------------------------- repeated seeds in a sweep config
+def test_sweep_config_repeated_seed_is_refused(tmp_path):
+    cfg = tmp_path / "dup_seeds.yaml"
+    cfg.write_text("policies: [blast]\nseeds: [1, 1]\nn_users: 5\ndays: 1\n")
+    out = tmp_path / "s.parquet"
+    expect_bad(["sweep", "--config", cfg, "--out", out, "--scheduler", "sequential", "--no-progress"],
+               "dup_seeds.yaml", "seeds", "1", "more than once")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- output extensions, checked before any work
+@pytest.mark.parametrize("cmd,expected", [
+    (["simulate", "--policy", "blast", "--users", "30", "--days", "2", "--no-progress", "--log", "{out}"],
+     [".parquet", ".csv", ".csv.gz"]),
+    (["compare", "--policies", "blast", "--seeds", "1", "--users", "30", "--days", "2", "--json",
+      "--out", "{out}"], [".csv", ".parquet"]),
+    (["sweep", "--config", "{cfg}", "--out", "{out}", "--scheduler", "sequential", "--no-progress"],
+     [".parquet", ".csv"]),
+], ids=["simulate-log", "compare-out", "sweep-out"])
+def test_output_with_an_unsupported_extension_fails_fast(cmd, expected, tmp_path, monkeypatch):
+    import omnisim.experiment
+
+    def no_run(*a, **k):
+        raise AssertionError("ran a simulation before checking the output path")
+
+    monkeypatch.setattr(omnisim.experiment, "run_one", no_run)
+    monkeypatch.setattr(omnisim.experiment, "compare", no_run)
+    cfg = tmp_path / "sweep_ok.yaml"
+    cfg.write_text("policies: [blast]\nseeds: 1\nn_users: 5\ndays: 1\n")
+    out = tmp_path / "out.txt"
+    args = [a.format(out=out, cfg=cfg) for a in cmd]
+    expect_bad(args, "out.txt", ".txt", *expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep_ok.yaml"]
+
+
+def test_tune_bad_scheduler_address_creates_nothing(tmp_path):
+    cfg = tmp_path / "tune_ok.yaml"
+    cfg.write_text("name: t\nn_users: 5\ndays: 1\npolicy: seed_journey+pressure\n"
+                   "tunables:\n  pressure.dedup_h: {low: 0, high: 72}\nobjective: revenue - cost\n"
+                   "trials: 1\nseeds: 1\nfresh_seeds: 1\ntop_k: 1\n")
+    expect_bad(["tune", "--config", cfg, "--out", tmp_path / "t.json", "--scheduler", "bogus",
+                "--no-progress"], "--scheduler", "'bogus'", "tcp://")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tune_ok.yaml"]  # no study database
+
+
+# ---------------------------------------------------------------- a YAML list where a mapping is expected
+@pytest.mark.parametrize("cmd", [
+    ["simulate", "--scenario", "{f}", "--users", "5", "--days", "1", "--no-progress"],
+    ["simulate", "--policy", "{f}", "--users", "5", "--days", "1", "--no-progress"],
+    ["policy", "export", "{f}", "--out", "{d}/p.json"],
+    ["sweep", "--config", "{f}", "--out", "{d}/s.parquet", "--scheduler", "sequential"],
+    ["tune", "--config", "{f}", "--out", "{d}/t.json"],
+], ids=["scenario", "policy", "export", "sweep", "tune"])
+def test_yaml_list_instead_of_a_mapping_has_one_colon(cmd, tmp_path):
+    f = tmp_path / "list.yaml"
+    f.write_text("- a\n- b\n")
+    res = expect_bad([a.format(f=f, d=tmp_path) for a in cmd], "list.yaml: expected a mapping")
+    assert "::" not in res.output, res.output
+
+
+# ---------------------------------------------------------------- a users table of another log
+@pytest.mark.parametrize("cmd", [
+    ["calibrate", "--log", "{log}", "--users", "{users}", "--out", "{d}/c.yaml"],
+    ["policy", "train", "--kind", "sendtime", "--log", "{log}", "--users", "{users}", "--out", "{d}/t.json"],
+], ids=["calibrate", "train-sendtime"])
+def test_users_table_with_no_user_of_the_log(cmd, sim, tmp_path):
+    users = pd.read_parquet(sim["users"])
+    users["user_id"] = "x" + users["user_id"].astype(str)
+    other = tmp_path / "other_users.parquet"
+    users.to_parquet(other)
+    first_log_id = str(pd.read_parquet(sim["log"])["user_id"].iloc[0])
+    expect_bad([a.format(log=sim["log"], users=other, d=tmp_path) for a in cmd],
+               "other_users.parquet", "sim.parquet", "do not match", repr(users["user_id"].iloc[0]),
+               repr(first_log_id))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other_users.parquet"]
+
+
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_a_run_too_small_to_log_anything_is_a_clear_error(engine):
+    res = CliRunner().invoke(main, ["compare", "--policies", "blast", "--seeds", "1", "--users", "5",
+                                    "--days", "0.01", "--engine", engine])
+    assert res.exit_code == 2, res.output
+    assert "produced no events; raise --users or --days" in res.output
+    assert "Traceback" not in res.output

@@ -49,11 +49,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import chain
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -68,7 +66,7 @@ from omnisim.model._fast_policy import batch_decider, history_events, needs_hist
 from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
 from omnisim.policies.runtime import update_cadence
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
-from omnisim.model.scenario import Scenario
+from omnisim.model.scenario import EmptySimulationError, Scenario
 from omnisim.policies import runtime
 from omnisim.policies.base import Context, Decision, FollowUp, HistoryEvent, Policy, Trigger
 from omnisim.policies.pressure import Pending, PressureRules
@@ -1405,7 +1403,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
     log = None
     if out_dir is None:
         if not frames:
-            raise RuntimeError("the simulation produced no events; raise n_users or days")
+            raise EmptySimulationError(sc.n_users, sc.days)
         log = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         if len(frames) > 1:
             log = log.iloc[np.argsort(log["ts"].to_numpy(), kind="stable")].reset_index(drop=True)

@@ -54,7 +54,7 @@ from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
 from omnisim.model._gc import fewer_gc_passes
 from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_population
-from omnisim.model.scenario import Scenario
+from omnisim.model.scenario import EmptySimulationError, Scenario
 from omnisim.policies import runtime
 from omnisim.policies.base import (
     BEHAVIOUR_TRIGGERS, Context, Decision, FollowUp, HistoryEvent, Policy, Trigger,
@@ -487,7 +487,7 @@ class _Sim:
 
     def _frame(self, rows: list[tuple]) -> pd.DataFrame:
         if not rows:
-            raise RuntimeError("the simulation produced no events; raise n_users or days")
+            raise EmptySimulationError(self.sc.n_users, self.sc.days)
         cols = list(zip(*rows))
         hours = np.asarray(cols[0], dtype=float)
         ts = pd.Timestamp(self.start) + pd.to_timedelta(np.rint(hours * 3.6e9).astype(np.int64),

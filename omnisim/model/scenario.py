@@ -42,6 +42,15 @@ class ScenarioError(OmnisimError, ValueError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
+class EmptySimulationError(OmnisimError, RuntimeError):
+    """A run produced no events at all (too few users or too short a horizon to log even a
+    visit): nothing to score; both engines raise it."""
+
+    def __init__(self, n_users: int, days: float) -> None:
+        super().__init__(f"the simulation of {n_users} user(s) over {days:g} day(s) produced no "
+                         "events; raise --users or --days")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A complete simulated world and horizon.

@@ -35,7 +35,8 @@ def describe(value: Any) -> str:
 
 
 def fail(err: type[SpecError], path: str, expected: str, value: Any) -> SpecError:
-    return err(f"{path}: expected {expected}, got {describe(value)}")
+    prefix = path if path.endswith(":") else f"{path}:"  # a file's own label is "file.yaml:"
+    return err(f"{prefix} expected {expected}, got {describe(value)}")
 
 
 def get(spec: Mapping[str, Any], key: str, kind: type, path: str, err: type[SpecError],
