@@ -73,15 +73,19 @@ def test_validate_refuses_an_infinite_value_in_csv(tmp_path, sim):
 
 
 # ---------------------------------------------------------------- YAML files that are not text / not files
-@pytest.mark.parametrize("cmd", [
-    ["simulate", "--scenario", "{f}", "--users", "5", "--days", "1", "--no-progress"],
-    ["simulate", "--policy", "{f}", "--users", "5", "--days", "1", "--no-progress"],
-    ["policy", "export", "{f}", "--out", "{d}/p.json"],
-    ["sweep", "--config", "{f}", "--out", "{d}/s.parquet", "--scheduler", "sequential"],
-    ["tune", "--config", "{f}", "--out", "{d}/t.json"],
-    ["report", "run", "--config", "{f}", "--out", "{d}/r"],
-    ["calibrate", "--log", "{log}", "--base", "{f}", "--out", "{d}/c.yaml"],
-], ids=["scenario", "policy", "export", "sweep", "tune", "report-run", "calibrate-base"])
+#: Commands reading a YAML file ``{f}`` (``{d}``: a scratch folder), by id.
+YAML_READERS = {
+    "scenario": ["simulate", "--scenario", "{f}", "--users", "5", "--days", "1", "--no-progress"],
+    "policy": ["simulate", "--policy", "{f}", "--users", "5", "--days", "1", "--no-progress"],
+    "export": ["policy", "export", "{f}", "--out", "{d}/p.json"],
+    "sweep": ["sweep", "--config", "{f}", "--out", "{d}/s.parquet", "--scheduler", "sequential"],
+    "tune": ["tune", "--config", "{f}", "--out", "{d}/t.json"],
+    "report-run": ["report", "run", "--config", "{f}", "--out", "{d}/r"],
+    "calibrate-base": ["calibrate", "--log", "{log}", "--base", "{f}", "--out", "{d}/c.yaml"],
+}
+
+
+@pytest.mark.parametrize("cmd", list(YAML_READERS.values()), ids=list(YAML_READERS))
 @pytest.mark.parametrize("kind", ["binary", "folder_yaml"])
 def test_yaml_inputs_that_are_not_text_files(cmd, kind, sim):
     f = sim[kind]
@@ -243,13 +247,10 @@ def test_tune_bad_scheduler_address_creates_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- a YAML list where a mapping is expected
-@pytest.mark.parametrize("cmd", [
-    ["simulate", "--scenario", "{f}", "--users", "5", "--days", "1", "--no-progress"],
-    ["simulate", "--policy", "{f}", "--users", "5", "--days", "1", "--no-progress"],
-    ["policy", "export", "{f}", "--out", "{d}/p.json"],
-    ["sweep", "--config", "{f}", "--out", "{d}/s.parquet", "--scheduler", "sequential"],
-    ["tune", "--config", "{f}", "--out", "{d}/t.json"],
-], ids=["scenario", "policy", "export", "sweep", "tune"])
+MAPPING_READERS = ("scenario", "policy", "export", "sweep", "tune")
+
+
+@pytest.mark.parametrize("cmd", [YAML_READERS[k] for k in MAPPING_READERS], ids=MAPPING_READERS)
 def test_yaml_list_instead_of_a_mapping_has_one_colon(cmd, tmp_path):
     f = tmp_path / "list.yaml"
     f.write_text("- a\n- b\n")
