@@ -36,7 +36,7 @@ NOT_BLANK_NO_NUL = rf"^[^\u0000]*[^{WHITESPACE}\u0000][^\u0000]*$"
 _ID_RULE = f"a non-blank string of at most {MAX_ID_CHARS} characters, without NUL (\\u0000)"
 
 #: JSON schema of one event, for the OpenAPI document. Its limits are the constants above,
-#: which :func:`parse_event` enforces (``tests/test_send_openapi_limits.py`` checks both).
+#: which :func:`parse_event` enforces (``tests/send/test_sender_openapi_limits.py`` checks both).
 EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["key", "user_id", "type", "ts"],
