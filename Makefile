@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (omnisim)" >/dev/null
+	@echo "compiling the simulation kernels once (numba; a minute or three, cached for later runs)"
+	$(PY) -m omnisim._jit
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -8,11 +8,17 @@ CIs are 99 % Student-t intervals over seeds because 17 metrics × 4 policies are
 once: with 95 % intervals about one comparison in five runs of this file would fail by
 chance. Time-to-read and inter-message gaps must pass a two-sample KS test.
 
+The fast engine has two paths (``docs/engines.md``): the compiled world loop, which runs these
+four policies, and the round-based path, which runs every other policy; both are checked
+(``rounds``: the same runs with ``compiled=False``).
+
 The negative check doubles the fatigue half-life in the fast engine only (its scenario is
 overridden; the reference engine keeps 72 h) and asserts that the same check then fails.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -46,6 +52,15 @@ def parity_failures(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
 
 
 def _grid(engine: str, scenario, policies=POLICIES):
+    """``engine``: ``simpy``, ``fast`` (the compiled path for these policies) or ``rounds``
+    (the fast engine's round-based path)."""
+    if engine == "rounds":
+        from omnisim.model import engine_fast
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(engine_fast, "simulate",
+                       functools.partial(engine_fast.simulate, compiled=False))
+            return _grid("fast", scenario, policies)
     return run_grid(scenario, policies, SEEDS, n_users=N_USERS, days=DAYS, progress=False,
                     keep_logs=True, engine=engine)
 
@@ -57,7 +72,7 @@ def scenario():
 
 @pytest.fixture(scope="module")
 def runs(scenario):
-    return {eng: _grid(eng, scenario) for eng in ("simpy", "fast")}
+    return {eng: _grid(eng, scenario) for eng in ("simpy", "fast", "rounds")}
 
 
 def _read_delays_h(logs) -> np.ndarray:
@@ -83,18 +98,27 @@ def _logs(runs_table: pd.DataFrame, policy_name: str):
     return [v for (p, _), v in runs_table.attrs["logs"].items() if p == policy_name]
 
 
-def test_every_compare_metric_agrees_within_combined_ci(runs):
+def test_fast_paths_run_as_documented():
+    from omnisim.policies._kernel_policy import compile_policy
+    from omnisim.policies.registry import get_policy
+
+    assert all(compile_policy(get_policy(p)) is not None for p in POLICIES)
+
+
+@pytest.mark.parametrize("path", ["fast", "rounds"])
+def test_every_compare_metric_agrees_within_combined_ci(runs, path):
     a = summarize_runs(runs["simpy"], confidence=CONFIDENCE)
-    b = summarize_runs(runs["fast"], confidence=CONFIDENCE)
+    b = summarize_runs(runs[path], confidence=CONFIDENCE)
     assert list(a["policy"]) == list(b["policy"]) and len(a) == len(POLICIES)
     assert (a["messages_per_user_mean"] > 0).all()
     assert parity_failures(a, b) == []
 
 
+@pytest.mark.parametrize("path", ["fast", "rounds"])
 @pytest.mark.parametrize("policy", ["blast@1", "seed_journey@1+pressure@1"])
-def test_time_to_read_and_gaps_pass_ks(runs, policy):
+def test_time_to_read_and_gaps_pass_ks(runs, policy, path):
     for name, sample in (("time to read", _read_delays_h), ("inter-message gap", _gaps_h)):
-        x, y = sample(_logs(runs["simpy"], policy)), sample(_logs(runs["fast"], policy))
+        x, y = sample(_logs(runs["simpy"], policy)), sample(_logs(runs[path], policy))
         assert len(x) > 200 and len(y) > 200, name
         p = stats.ks_2samp(x, y).pvalue
         assert p > KS_ALPHA, f"{policy} {name}: KS p = {p:.2g}"

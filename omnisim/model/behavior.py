@@ -30,6 +30,7 @@ cart-abandonment average is ~70 %).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -64,19 +65,30 @@ class BehaviorParams:
 def click_boost(hours_since_click: ArrayLike, boost: float, half_life_h: float) -> np.ndarray:
     """Relative visit-rate boost after a click: ``boost * 2 ** (-dt / half_life_h)``;
     0 where ``hours_since_click`` is NaN (no click yet) or negative."""
-    dt = np.asarray(hours_since_click, dtype=float)
-    out = boost * np.exp2(-np.where(np.isfinite(dt) & (dt >= 0), dt, np.inf) / half_life_h)
-    return out
+    return click_boost_core(np.asarray(hours_since_click, dtype=float), boost, half_life_h)
+
+
+def click_boost_core(dt: Any, boost: float, half_life_h: float) -> Any:
+    """:func:`click_boost` on a float or a float array (the compiled engine calls this)."""
+    # exp2(-inf) = 0 where no click yet (dt = +inf); NaN and negative dt give 0 (ufuncs
+    # only, so that compiled code on floats allocates nothing)
+    return boost * (np.exp2(-np.fmax(dt, 0.0) / half_life_h) * (dt >= 0))
 
 
 def visit_rate_h(visit_rate_per_day: ArrayLike, activity_now: ArrayLike,
                  activity_mean: ArrayLike, fatigue_mult: ArrayLike,
                  boost: ArrayLike) -> np.ndarray:
     """Session rate per hour (see the module docstring)."""
-    a_mean = np.maximum(np.asarray(activity_mean, dtype=float), 1e-12)
-    return (np.asarray(visit_rate_per_day, dtype=float) / 24.0
-            * np.asarray(activity_now, dtype=float) / a_mean
-            * np.asarray(fatigue_mult, dtype=float) * (1.0 + np.asarray(boost, dtype=float)))
+    f = lambda x: np.asarray(x, dtype=float)  # noqa: E731
+    return visit_rate_core(f(visit_rate_per_day), f(activity_now), f(activity_mean),
+                           f(fatigue_mult), f(boost))
+
+
+def visit_rate_core(visit_rate_per_day: Any, activity_now: Any, activity_mean: Any,
+                    fatigue_mult: Any, boost: Any) -> Any:
+    """:func:`visit_rate_h` on floats or float arrays (the compiled engine calls this)."""
+    return (visit_rate_per_day / 24.0 * activity_now / np.maximum(activity_mean, 1e-12)
+            * fatigue_mult * (1.0 + boost))
 
 
 def visit_rate_bound_h(visit_rate_per_day: ArrayLike, activity_max: ArrayLike,
@@ -96,11 +108,20 @@ def purchase_probability(propensity: ArrayLike, fatigue_mult: ArrayLike,
     ``cart_open`` / ``boosted`` are 0/1 (a cart left from an earlier visit; within a click's
     boost window, i.e. boost factor > 1 % of its peak).
     """
-    p = (np.asarray(propensity, dtype=float) * np.asarray(fatigue_mult, dtype=float)
-         * (1.0 + params.cart_return_boost * np.asarray(cart_open, dtype=float))
-         * (1.0 + params.click_purchase_boost * 2.0 * np.asarray(price_sensitivity, dtype=float)
-            * np.asarray(boosted, dtype=float)))
-    return np.clip(p, 0.0, 1.0)
+    f = lambda x: np.asarray(x, dtype=float)  # noqa: E731
+    return purchase_probability_core(f(propensity), f(fatigue_mult), f(cart_open), f(boosted),
+                                     f(price_sensitivity), params.cart_return_boost,
+                                     params.click_purchase_boost)
+
+
+def purchase_probability_core(propensity: Any, fatigue_mult: Any, cart_open: Any, boosted: Any,
+                              price_sensitivity: Any, cart_return_boost: float,
+                              click_purchase_boost: float) -> Any:
+    """:func:`purchase_probability` on floats or float arrays, parameters unpacked (the
+    compiled engine calls this)."""
+    p = (propensity * fatigue_mult * (1.0 + cart_return_boost * cart_open)
+         * (1.0 + click_purchase_boost * 2.0 * price_sensitivity * boosted))
+    return np.minimum(np.maximum(p, 0.0), 1.0)
 
 
 def session_funnel(rng: np.random.Generator, p_purchase: ArrayLike, params: BehaviorParams,
@@ -112,6 +133,21 @@ def session_funnel(rng: np.random.Generator, p_purchase: ArrayLike, params: Beha
     carted = viewed & (u[1] < params.cart_prob)
     purchased = carted & (u[2] < pp)
     return viewed, carted, purchased
+
+
+def session_funnel_one(rng: np.random.Generator, p_purchase: float, view_prob: float,
+                       cart_prob: float, force_view: bool) -> tuple[bool, bool, bool]:
+    """One session's :func:`session_funnel` (the compiled engine's per-session form: three
+    uniforms, the same thresholds)."""
+    u0, u1, u2 = rng.random(), rng.random(), rng.random()
+    viewed = u0 < view_prob or force_view
+    carted = viewed and u1 < cart_prob
+    return viewed, carted, carted and u2 < p_purchase
+
+
+def purchase_value_one(rng: np.random.Generator, basket_median: float, sigma: float) -> float:
+    """One order's :func:`purchase_value` (currency)."""
+    return basket_median * np.exp(sigma * rng.standard_normal())
 
 
 def purchase_value(rng: np.random.Generator, basket_median: ArrayLike, sigma: float) -> np.ndarray:

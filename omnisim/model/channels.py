@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -172,19 +173,40 @@ def open_probability(open_prob: ArrayLike, affinity: ArrayLike, activity: ArrayL
     ``activity`` is the user's activity at the local send hour relative to their peak hour,
     in [0, 1]; ``fatigue_mult`` in (0, 1].
     """
-    a = np.asarray(activity, dtype=float)
-    tw = np.asarray(timing_weight, dtype=float)
-    p = (np.asarray(open_prob, dtype=float) * np.asarray(affinity, dtype=float)
-         * ((1.0 - tw) + tw * a) * np.asarray(fatigue_mult, dtype=float))
-    return np.clip(p, 0.0, 1.0)
+    f = lambda x: np.asarray(x, dtype=float)  # noqa: E731
+    return open_probability_core(f(open_prob), f(affinity), f(activity), f(timing_weight),
+                                 f(fatigue_mult))
+
+
+def open_probability_core(open_prob: Any, affinity: Any, activity: Any, timing_weight: Any,
+                          fatigue_mult: Any) -> Any:
+    """:func:`open_probability` on floats or float arrays (the compiled engine calls this)."""
+    p = open_prob * affinity * ((1.0 - timing_weight) + timing_weight * activity) * fatigue_mult
+    return np.minimum(np.maximum(p, 0.0), 1.0)
 
 
 def click_probability(click_prob: ArrayLike, affinity: ArrayLike,
                       fatigue_mult: ArrayLike) -> np.ndarray:
     """Probability of a click given an open."""
-    p = (np.asarray(click_prob, dtype=float) * np.asarray(affinity, dtype=float)
-         * np.asarray(fatigue_mult, dtype=float))
-    return np.clip(p, 0.0, 1.0)
+    return click_probability_core(np.asarray(click_prob, dtype=float),
+                                  np.asarray(affinity, dtype=float),
+                                  np.asarray(fatigue_mult, dtype=float))
+
+
+def click_probability_core(click_prob: Any, affinity: Any, fatigue_mult: Any) -> Any:
+    """:func:`click_probability` on floats or float arrays (the compiled engine calls this)."""
+    return np.minimum(np.maximum(click_prob * affinity * fatigue_mult, 0.0), 1.0)
+
+
+def delivery_outcome_one(rng: np.random.Generator, bounce_prob: float, fail_prob: float) -> int:
+    """One message's :func:`delivery_outcome` (the compiled engine's per-message form: one
+    uniform, the same thresholds)."""
+    u = rng.random()
+    if u < bounce_prob:
+        return BOUNCED
+    if u < bounce_prob + fail_prob:
+        return FAILED
+    return DELIVERED
 
 
 # --- time to read -------------------------------------------------------------------------
@@ -221,6 +243,35 @@ def wait_until_active_h(rng: np.random.Generator, local_hour: ArrayLike,
         wait[got] = to_next[got] + (k - 1) + rng.random(got.size)
         todo[got] = False
     return wait
+
+
+def wait_until_active_one(rng: np.random.Generator, local_hour: float, profile: np.ndarray,
+                          max_h: int = 72) -> float:
+    """One user's :func:`wait_until_active_h` (the compiled engine's per-message form: the
+    same draws, in the same order, for one user; ``profile`` (24,))."""
+    h = local_hour % 24.0
+    h0 = int(math.floor(h)) % 24
+    if rng.random() < profile[h0]:
+        return 0.0
+    to_next = math.ceil(h) - h
+    if to_next == 0:
+        to_next = 1.0
+    for k in range(1, max_h):
+        if rng.random() < profile[(h0 + k) % 24]:
+            return to_next + (k - 1) + rng.random()
+    return float(max_h)
+
+
+def read_delay_one(rng: np.random.Generator, channel: int, read_median_min: float,
+                   read_sigma: float, wait_h: float, email_median_h: float) -> float:
+    """One message's :func:`read_delay_h` in hours; ``channel`` 0 email, 1 sms, 2 push (the
+    compiled engine's per-message form of the three delays). ``wait_h``: for email and push
+    the :func:`wait_until_active_one` drawn just before (SMS draws none and ignores it)."""
+    if channel == 1:
+        return rng.lognormal(math.log(read_median_min), read_sigma) / 60.0
+    if channel == 2:
+        return wait_h + rng.exponential(read_median_min / 60.0)
+    return wait_h + rng.lognormal(math.log(email_median_h), read_sigma)
 
 
 def sms_read_delay_h(rng: np.random.Generator, size: int, median_min: float,

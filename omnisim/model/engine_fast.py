@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from omnisim.log import CHANNELS, COLUMNS, EVENTS, FLOAT_COLUMNS, STRING_COLUMNS, empty_log, validate
@@ -69,6 +70,8 @@ from omnisim.model.population import MSG_CHANNELS, activity_matrix, sample_popul
 from omnisim.model.scenario import EmptySimulationError, Scenario
 from omnisim.policies import runtime
 from omnisim.policies.base import Context, Decision, FollowUp, HistoryEvent, Policy, Trigger
+from omnisim.policies._kernel_policy import CompiledPolicy, compile_policy
+from omnisim.policies._kernel_time import utc_offset_table
 from omnisim.policies.pressure import Pending, PressureRules
 
 __all__ = ["simulate", "FastSimulationResult", "DEFAULT_CHUNK_USERS", "DEFAULT_STEP_H"]
@@ -433,45 +436,7 @@ class _Chunk:
 
     # --- time ------------------------------------------------------------------------
     def _utc_offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each timezone's UTC offset changes within the horizon, exact to the second.
-
-        Returns ``(changes, offsets)``: ``changes`` (n_tz, K) the instants [h after start] at
-        which a zone's offset changes, padded with +inf; ``offsets`` (n_tz, K + 1) the offset
-        [h] in force before the first change, after the first, ..., plus the start's UTC
-        clock hour (so that local hour = t + offset mod 24 for any start). Changes are found
-        on the hourly grid and located to the second by bisection, so zones that change at a
-        half hour (``America/St_Johns``) or a start off the whole hour stay exact.
-        """
-        hours = int(math.ceil(self.horizon)) + 2
-        base = pd.Timestamp(self.start).tz_convert("UTC").tz_localize(None)
-        grid = base + pd.to_timedelta(np.arange(hours), unit="h")
-
-        def offset_h(name: str, instants: pd.DatetimeIndex) -> np.ndarray:
-            loc = instants.tz_localize("UTC").tz_convert(name).tz_localize(None)
-            return np.asarray((loc - instants).total_seconds() / 3600.0)
-
-        per_zone: list[tuple[list[float], list[float]]] = []
-        for name in self.tz_names:
-            off = offset_h(name, grid)
-            changes, values = [], [float(off[0])]
-            for k in np.flatnonzero(np.diff(off) != 0):  # offset changes within (k, k + 1] h
-                lo, hi = 0, 3600  # seconds after grid[k]: offset(lo) is the old, offset(hi) the new
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    at = offset_h(name, pd.DatetimeIndex([grid[k] + pd.Timedelta(seconds=mid)]))[0]
-                    lo, hi = (mid, hi) if at == off[k] else (lo, mid)
-                changes.append(k + hi / 3600.0)
-                values.append(float(off[k + 1]))
-            per_zone.append((changes, values))
-        width = max(len(c) for c, _ in per_zone)
-        changes = np.full((len(per_zone), width), _INF)
-        offsets = np.zeros((len(per_zone), width + 1))
-        for i, (c, v) in enumerate(per_zone):
-            changes[i, :len(c)] = c
-            offsets[i, :] = v[-1]
-            offsets[i, :len(v)] = v
-        start_clock_h = (base - base.normalize()).total_seconds() / 3600.0
-        return changes, offsets + start_clock_h
+        return utc_offset_table(self.start, self.horizon, list(self.tz_names))
 
     def local_hour(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Fractional local clock hour in [0, 24) of users ``(m,)`` at times ``t`` (m,) [h]."""
@@ -1151,8 +1116,12 @@ class _Run:
     flush_rows: int
     edges: np.ndarray
 
+    compiled: CompiledPolicy | None = None
+
     def chunk(self, i: int, bar: Any) -> tuple[pd.DataFrame | None, list[Path]]:
         """Simulate chunk ``i``: its (unvalidated, time-sorted) frame, or its Parquet parts."""
+        if self.compiled is not None:
+            return self._compiled_chunk(i, bar)
         s = self.starts[i]
         chunk = _Chunk(self.sc, self.policy, self.users.iloc[s:s + self.size].reset_index(drop=True),
                        np.random.default_rng(self.world_seeds[i]),
@@ -1168,6 +1137,31 @@ class _Run:
             return df, []
         sink = sink or _Sink(self.out_dir, i, self.flush_rows)
         sink.write(df)
+        return None, sink.parts
+
+
+    def _compiled_chunk(self, i: int, bar: Any) -> tuple[pd.DataFrame | None, list[Path]]:
+        """Chunk ``i`` through the compiled world loop (``docs/engines.md``, "Compiled path")."""
+        from omnisim.model import _compiled  # numba: imported when first used
+        s = self.starts[i]
+        users = self.users.iloc[s:s + self.size].reset_index(drop=True)
+        tz = users["timezone"].astype(str).to_numpy(dtype=object)
+        tz_names, tz_idx = np.unique(tz, return_inverse=True)
+        run = _compiled.run_chunk(self.sc, self.policy, users,
+                                  utc_offset_table(self.sc.start, self.sc.horizon_h, tz_names),
+                                  tz_idx,
+                                   np.random.default_rng(self.world_seeds[i]),
+                                   np.random.default_rng(self.policy_seeds[i]), bar)
+        if run is None:
+            return None, []
+        uid = pa.array(users["user_id"].astype(str).to_numpy(dtype=object), type=pa.large_string())
+        df = _compiled.frame(run, self.sc.start, uid)
+        del run
+        if self.out_dir is None:
+            return df, []
+        sink = _Sink(self.out_dir, i, self.flush_rows)
+        for lo in range(0, len(df), self.flush_rows):  # time-ordered parts of flush_rows rows
+            sink.write(df.iloc[lo:lo + self.flush_rows].reset_index(drop=True))
         return None, sink.parts
 
 
@@ -1322,7 +1316,7 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
              days: float | None = None, seed: int | None = None, progress: bool = True,
              out: str | Path | None = None, chunk_users: int = DEFAULT_CHUNK_USERS,
              step_h: float = DEFAULT_STEP_H, flush_rows: int = 1_000_000,
-             n_jobs: int = 1, scheduler: Any = None) -> FastSimulationResult:
+             n_jobs: int = 1, scheduler: Any = None, compiled: bool = True) -> FastSimulationResult:
     """Run ``policy`` in ``scenario`` with the vectorised engine.
 
     Parameters
@@ -1358,6 +1352,13 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         with ``out`` every worker writes its chunks' parts there, so beyond one machine
         ``out`` must be a shared folder. A policy that learns online still runs here.
 
+    compiled
+        Run a policy that has a compiled form (:mod:`omnisim.policies._kernel_policy`: the
+        world model alone, the baselines) in the compiled world loop, user by user
+        (``docs/engines.md``, "Compiled path"); ``False`` forces the round-based path. The
+        two paths draw in another order: each is its own sample (same seed, same path, same
+        log); ``step_h`` does not apply to the compiled path.
+
     Returns
     -------
     FastSimulationResult
@@ -1385,6 +1386,8 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
     run = _Run(sc, policy, users, starts, size, world_ss.spawn(len(starts)),
                policy_ss.spawn(len(starts)), step_h, learning, out_dir, flush_rows,
                _edges(sc.horizon_h, step_h, learning))
+    if compiled and not learning:
+        run.compiled = compile_policy(policy)
     workers = jobs  # the LocalCluster of scheduler="local"
     jobs = min(jobs, len(starts))
     if jobs > 1 and "fork" not in _mp_methods():

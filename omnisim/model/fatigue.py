@@ -32,6 +32,7 @@ that a rested user's first message responds at the configured probabilities.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -84,7 +85,12 @@ class FatigueParams:
 
 def decay(pressure: ArrayLike, dt_h: ArrayLike, half_life_h: float) -> np.ndarray:
     """Pressure after ``dt_h`` hours without messages: ``P * 2 ** (-dt_h / half_life_h)``."""
-    return np.asarray(pressure, dtype=float) * np.exp2(-np.asarray(dt_h, dtype=float) / half_life_h)
+    return decay_core(np.asarray(pressure, dtype=float), np.asarray(dt_h, dtype=float), half_life_h)
+
+
+def decay_core(pressure: Any, dt_h: Any, half_life_h: float) -> Any:
+    """:func:`decay` on floats or float arrays (the compiled engine calls this)."""
+    return pressure * np.exp2(-dt_h / half_life_h)
 
 
 def add_message(pressure: ArrayLike, weight: ArrayLike) -> np.ndarray:
@@ -106,18 +112,35 @@ def pressure_after(send_times_h: ArrayLike, weights: ArrayLike, t_h: float,
 def response_multiplier(pressure: ArrayLike, tolerance: ArrayLike,
                         strength: float = 1.0) -> np.ndarray:
     """Factor in (0, 1] applied to response probabilities: ``exp(-strength * P / tol)``."""
-    p = np.asarray(pressure, dtype=float)
-    return np.exp(-strength * p / np.asarray(tolerance, dtype=float))
+    return response_multiplier_core(np.asarray(pressure, dtype=float),
+                                    np.asarray(tolerance, dtype=float), strength)
+
+
+def response_multiplier_core(pressure: Any, tolerance: Any, strength: float) -> Any:
+    """:func:`response_multiplier` on floats or float arrays (the compiled engine calls this)."""
+    return np.exp(-strength * pressure / tolerance)
 
 
 def unsubscribe_probability(base: ArrayLike, pressure: ArrayLike, tolerance: ArrayLike,
                             gain: float = 1.0) -> np.ndarray:
     """Per delivered message: ``min(1, base * (1 + gain * P / tol))``."""
-    rel = np.asarray(pressure, dtype=float) / np.asarray(tolerance, dtype=float)
-    return np.clip(np.asarray(base, dtype=float) * (1.0 + gain * rel), 0.0, 1.0)
+    return unsubscribe_probability_core(np.asarray(base, dtype=float),
+                                        np.asarray(pressure, dtype=float),
+                                        np.asarray(tolerance, dtype=float), gain)
+
+
+def unsubscribe_probability_core(base: Any, pressure: Any, tolerance: Any, gain: float) -> Any:
+    """:func:`unsubscribe_probability` on floats or float arrays (the compiled engine calls this)."""
+    return np.minimum(np.maximum(base * (1.0 + gain * (pressure / tolerance)), 0.0), 1.0)
 
 
 def churn_probability(pressure: ArrayLike, tolerance: ArrayLike, gain: float) -> np.ndarray:
     """Per delivered message, pressure-driven churn: ``min(1, gain * (P / tol) ** 2)``."""
-    rel = np.asarray(pressure, dtype=float) / np.asarray(tolerance, dtype=float)
-    return np.clip(gain * rel * rel, 0.0, 1.0)
+    return churn_probability_core(np.asarray(pressure, dtype=float),
+                                  np.asarray(tolerance, dtype=float), gain)
+
+
+def churn_probability_core(pressure: Any, tolerance: Any, gain: float) -> Any:
+    """:func:`churn_probability` on floats or float arrays (the compiled engine calls this)."""
+    rel = pressure / tolerance
+    return np.minimum(np.maximum(gain * rel * rel, 0.0), 1.0)
