@@ -55,7 +55,8 @@ class _Learner:
 
 def test_which_policies_are_compiled():
     compiled = ["blast", "email_only", "random_channel", "seed_journey", "blast+pressure",
-                "seed_journey+pressure", "random_channel+pressure"]
+                "seed_journey+pressure", "random_channel+pressure", "welcome", "journeys",
+                "journeys+pressure"]
     for name in compiled:
         assert compile_policy(get_policy(name)) is not None, name
     assert compile_policy(_Silent()).pol[0] == 0  # the world model alone
@@ -161,3 +162,28 @@ def test_the_round_based_path_still_runs_what_has_no_compiled_form(sc):
     res = engine_fast.simulate(sc.replace(n_users=60, days=5), get_policy("blast+holdout"),
                                progress=False)
     assert (res.log["reason"] == "holdout").any()
+
+
+def test_journey_set_steps_at_local_hours(sc):
+    """The five built-in journeys with the rules: steps with ``at_local_hour`` run at that
+    local clock time in each user's zone (DST-exact), delays and entries as declared."""
+    res = engine_fast.simulate(sc.replace(days=21), get_policy("journeys+pressure"), progress=False)
+    log, users = res.log, res.users.set_index("user_id")
+    dec = log[log["event"] == "decided"]
+    steps = {s.id: s for j in get_policy("journeys").journeys for s in j.steps}
+    local = {s.id: s.at_local_hour for s in steps.values() if s.at_local_hour is not None}
+    assert set(local) >= {"getting_started"}, local
+    checked = 0
+    for step_id, hour in local.items():
+        rows = dec[dec["step"] == step_id]
+        for _, row in rows.iterrows():
+            zone = users.loc[row["user_id"], "timezone"]
+            t = row["ts"].tz_convert(zone)
+            assert (t.hour, t.minute, t.second) == (int(hour), 0, 0), (step_id, t)
+            checked += 1
+    assert checked > 10
+    # welcome: one entry per user (max_entries 1), at sign-up
+    welcome = dec[(dec["campaign"] == "welcome") & (dec["step"] == "welcome_email")]
+    assert welcome["user_id"].is_unique and len(welcome) > 5
+    out = count_violations(log, res.users, default_rules())
+    assert out["cap_violations"] == 0 and out["quiet_hour_violations"] == 0

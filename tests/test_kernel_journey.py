@@ -2,7 +2,12 @@
 decisions of the Python ``Journey.decide`` / ``JourneySet.decide`` (the specification), every
 logged field and the follow-up compared, on the built-in journeys, sets of journeys and
 random journeys, with random histories, behaviour triggers and chains of ``journey_step``
-triggers built from the previous decision's follow-up."""
+triggers built from the previous decision's follow-up.
+
+Steps with ``at_local_hour`` (the built-ins have some; random journeys draw them, minute
+rounding and 24:00 included) are due at ``Step.due``: the follow-up instant is compared with
+Python's to the microsecond, in zones with DST and half-hour changes, with many triggers
+shortly before a change so that waits and follow-ups cross it."""
 
 from __future__ import annotations
 
@@ -18,9 +23,13 @@ from omnisim.policies._kernel_codes import CH, EV, JOURNEY_STEP, TRIGGER, String
 from omnisim.policies._kernel_journey import (
     F_EXPECTED_VALUE, F_FU_AT, F_FU_ENTERED, F_FU_STEP_AT, F_PROPENSITY, N_OUT_FLOAT, N_OUT_INT,
     O_CAMPAIGN, O_CH, O_DEDUP, O_FU_JOURNEY, O_FU_STEP, O_POLICY, O_PRIORITY, O_REASON, O_STEP,
-    O_TAG, CI_NEGATE, SI_PRIORITY, CompiledJourneys, compile_journeys, holdout_flags, journey_decide,
+    O_TAG, CI_NEGATE, SI_AT_MINUTE, SI_PRIORITY, CompiledJourneys, compile_journeys, holdout_flags,
+    journey_decide,
 )
-from omnisim.policies.base import BEHAVIOUR_TRIGGERS, CHANNELS, Context, HistoryEvent, Trigger
+from omnisim.policies._kernel_time import utc_offset_table
+from omnisim.policies.base import (
+    BEHAVIOUR_TRIGGERS, CHANNELS, Context, HistoryEvent, Trigger, next_local_hour,
+)
 from omnisim.policies.journeys import (
     Condition, Journey, JourneySet, Step, builtin_journeys, load_journey,
 )
@@ -28,8 +37,20 @@ from omnisim.policies.journeys import (
 START = datetime(2025, 3, 29, 23, 17, 41, tzinfo=timezone.utc)  # off the hour, near a DST change
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/St_Johns", "Australia/Lord_Howe",
          "Asia/Kolkata", "America/Santiago")
+#: zones whose offset changes (DST; Lord Howe by half an hour, St John's at a half-hour offset)
+DST_ZONES = ("America/New_York", "Europe/Paris", "America/St_Johns", "Australia/Lord_Howe",
+             "America/Santiago")
 _US = timedelta(microseconds=1)
 _RNG = np.random.default_rng(0)  # passed to decide; journeys draw nothing
+#: the zones' offset tables over a year after START (the kernel's ``tz_changes, tz_offsets``)
+TZ_CHANGES, TZ_OFFSETS = utc_offset_table(START, 8900.0, ZONES)
+#: hours since START of each DST zone's offset changes the random triggers gather around
+CHANGES = {z: [float(c) for c in TZ_CHANGES[ZONES.index(z)] if 150.0 <= c <= 8500.0]
+           for z in DST_ZONES}
+#: at_local_hour values: minute rounding (10.0166 -> 10:01, 23.99 -> 23:59, 23.995 -> 24:00
+#: = 0:00) and the local times DST skips or repeats (2:00-3:00; Lord Howe 1:30-2:30,
+#: Santiago 0:00 / 23:00)
+LOCAL_HOURS = (0.0, 9.5, 23.99, 10.0166, 23.995, 2.0, 2.5, 1.75, 1.5, 2.25, 23.5, 0.5, 10.0)
 
 
 def dt(h: float) -> datetime:
@@ -45,9 +66,10 @@ def h_of(seconds: float) -> float:
     return seconds / 3600.0
 
 
-def stripped(j: Journey) -> Journey:
-    """``j`` without ``at_local_hour`` (not supported by the kernel yet)."""
-    return replace(j, steps=tuple(replace(s, at_local_hour=None) for s in j.steps))
+def tz_row(zone: str) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's zone row of ``zone``."""
+    z = ZONES.index(zone)
+    return TZ_CHANGES[z], TZ_OFFSETS[z]
 
 
 # -- a user's case: history rows, consent, holdout ------------------------------------------
@@ -85,6 +107,9 @@ class Case:
             h_camp[i], h_step[i] = strings.code(camp), strings.code(step)
             h_tag[i] = strings.code("marketing" if e == "sent" else None)
         return h_t, h_ev, h_ch, h_camp, h_tag, h_step
+
+    def tz(self) -> tuple[np.ndarray, np.ndarray]:
+        return tz_row(self.zone)
 
 
 def py_rows(decisions: list[Any], journeys: list[Journey], strings: Strings) -> list[tuple]:
@@ -125,8 +150,9 @@ class Checker:
     """Runs a policy and its compiled copy on the same cases; collects mismatches."""
 
     def __init__(self, policy: Journey | JourneySet, cj: CompiledJourneys | None = None,
-                 strings: Strings | None = None) -> None:
+                 strings: Strings | None = None, zone: str | None = None) -> None:
         self.policy = policy
+        self.zone = zone  # the kernel gets this zone's row, not the case's (a negative check)
         self.journeys = [policy] if isinstance(policy, Journey) else list(policy.journeys)
         self.strings = strings or Strings()
         self.cj = cj if cj is not None else compile_journeys(policy, self.strings)
@@ -152,8 +178,9 @@ class Checker:
         arrays = case.arrays(self.strings)
         hold = holdout_flags(self.cj, [case.user_id])[0]
         fj, fs, fe, fsa = fu if fu is not None else (-1, -1, np.nan, np.nan)
+        tz = case.tz() if self.zone is None else tz_row(self.zone)
         n = journey_decide(self.cj, TRIGGER[kind], fj, fs, fe, fsa, now_h, *arrays,
-                           len(case.rows), case.consent, hold, self.out_i, self.out_f)
+                           len(case.rows), case.consent, hold, self.out_i, self.out_f, *tz)
         want, got = py_rows(py, self.journeys, self.strings), kernel_rows(self.out_i, self.out_f, n)
         self.n_checked += 1
         self.n_decisions += len(got)
@@ -247,7 +274,7 @@ def random_row(rng: np.random.Generator, t: float, journeys: list[Journey]) -> t
 
 
 def random_case(rng: np.random.Generator, now_s: float, journeys: list[Journey],
-                fine: bool = False) -> Case:
+                fine: bool = False, zone: str | None = None) -> Case:
     """Random history before ``now_s`` (seconds since start; whole seconds unless ``fine``):
     noise, whole runs of the journeys' own rows and rows at the instants the re-entry rules
     compare with (waits, cooldowns)."""
@@ -298,11 +325,15 @@ def random_case(rng: np.random.Generator, now_s: float, journeys: list[Journey],
         rows.append((h_of(t1), "decided", "none", j.journey, steps[int(rng.integers(len(steps)))]))
     consent = rng.random(3) < 0.75
     user = f"u{int(rng.integers(0, 40))}"
-    return Case(user, rows, consent, ZONES[int(rng.integers(len(ZONES)))], fine)
+    if zone is None:
+        zone = ZONES[int(rng.integers(len(ZONES)))]
+    return Case(user, rows, consent, zone, fine)
 
 
-def random_journey(rng: np.random.Generator, name: str, fine: bool = False) -> Journey:
-    """A random valid journey; ``fine``: some delays off the whole-second grid."""
+def random_journey(rng: np.random.Generator, name: str, fine: bool = False,
+                   local: bool = True) -> Journey:
+    """A random valid journey; ``fine``: some delays off the whole-second grid; ``local``:
+    some steps with ``at_local_hour`` (:data:`LOCAL_HOURS`, whole minutes or anywhere)."""
     n = int(rng.integers(1, 6))
     ids = [f"s{i}" for i in range(n)]
     delays = (0.0, 0.5, 1.0, 2.0, 4.0, 12.0, 24.0, 48.0, 72.0, 1.25)
@@ -317,6 +348,11 @@ def random_journey(rng: np.random.Generator, name: str, fine: bool = False) -> J
             delay = delays[int(rng.integers(len(delays)))]
         if i == 0 and rng.random() < 0.5:
             delay = 0.0
+        at_hour = None
+        if local and rng.random() < 0.35:
+            r = rng.random()
+            at_hour = LOCAL_HOURS[int(rng.integers(len(LOCAL_HOURS)))] if r < 0.6 else \
+                float(rng.integers(0, 1440)) / 60.0 if r < 0.8 else float(rng.uniform(0.0, 24.0))
         when = []
         for _ in range(int(rng.integers(0, 4))):
             when.append(Condition(
@@ -333,7 +369,8 @@ def random_journey(rng: np.random.Generator, name: str, fine: bool = False) -> J
             rng.shuffle(others)
             fallback = tuple(others[: int(rng.integers(0, 3))])
             unreachable = bool(fallback) and rng.random() < 0.7
-        steps.append(Step(id=ids[i], channel=ch, delay_h=delay, when=tuple(when), next=goto(),
+        steps.append(Step(id=ids[i], channel=ch, delay_h=delay, at_local_hour=at_hour,
+                          when=tuple(when), next=goto(),
                           otherwise=goto(), tag=["marketing", "transactional"][int(rng.integers(2))],
                           priority=int(rng.integers(0, 4)),
                           expected_value=[0.0, 0.5, 1.25][int(rng.integers(3))],
@@ -352,13 +389,21 @@ def random_journey(rng: np.random.Generator, name: str, fine: bool = False) -> J
 
 def run_cases(checker: Checker, seed: int, n: int, fine: bool = False) -> None:
     """``n`` cases: behaviour triggers (with their follow-up chains) and random payloads;
-    instants on the whole-second grid, or (``fine``) anywhere."""
+    instants on the whole-second grid, or (``fine``) anywhere. 40 % of the cases are in a
+    zone with offset changes, in the 100 hours before one of its changes (or just after)."""
     rng = np.random.default_rng(seed)
     journeys = checker.journeys
     triggers = sorted({t for j in journeys for t in j.triggers})
     for _ in range(n):
-        now_s = int(rng.integers(200 * 3600, 2000 * 3600)) + (rng.random() if fine else 0)
-        case = random_case(rng, now_s, journeys, fine)
+        zone = None
+        if rng.random() < 0.4:
+            zone = DST_ZONES[int(rng.integers(len(DST_ZONES)))]
+            changes = CHANGES[zone]
+            change_s = round(changes[int(rng.integers(len(changes)))] * 3600)
+            now_s = change_s - int(rng.integers(-3 * 3600, 100 * 3600)) + (rng.random() if fine else 0)
+        else:
+            now_s = int(rng.integers(200 * 3600, 2000 * 3600)) + (rng.random() if fine else 0)
+        case = random_case(rng, now_s, journeys, fine, zone)
         r = rng.random()
         if r < 0.55:
             kind = triggers[int(rng.integers(len(triggers)))]
@@ -392,15 +437,81 @@ def assert_clean(checker: Checker) -> None:
 
 # -- tests -----------------------------------------------------------------------------------
 
-def test_builtin_with_local_hours_not_supported() -> None:
+def test_builtins_compile_as_they_are() -> None:
+    hours = 0
     for name in builtin_journeys():
         j = load_journey(name)
-        has_hour = any(s.at_local_hour is not None for s in j.steps)
-        assert (compile_journeys(j, Strings()) is None) == has_hour
-        in_set = compile_journeys(JourneySet((load_journey("seed_journey"), stripped(j))), Strings())
-        assert in_set is not None or name == "seed_journey"  # two seed_journey: not a valid set
-        if has_hour:
-            assert compile_journeys(JourneySet((load_journey("seed_journey"), j)), Strings()) is None
+        cj = compile_journeys(j, Strings())
+        assert cj is not None
+        want = [-1 if s.at_local_hour is None else round(s.at_local_hour * 60) % 1440 for s in j.steps]
+        assert cj.si[:, SI_AT_MINUTE].tolist() == want
+        hours += sum(m >= 0 for m in want)
+        in_set = compile_journeys(JourneySet((load_journey("seed_journey"), j)), Strings())
+        assert (in_set is None) == (name == "seed_journey")  # two seed_journey: not a valid set
+    assert hours >= 4  # welcome, cart_abandon, browse_abandon, reactivation
+
+
+def test_local_hour_minutes() -> None:
+    """``at_local_hour`` compiles to the minute of the day ``next_local_hour`` rounds it to."""
+    steps = tuple(Step(id=f"s{i}", channel="email", at_local_hour=h) for i, h in enumerate(
+        (0.0, 9.5, 23.99, 10.0166, 23.995, 23.9916, 0.0083, 12.5 / 60)))
+    cj = compile_journeys(Journey("mins", ("signup",), steps), Strings())
+    assert cj.si[:, SI_AT_MINUTE].tolist() == [0, 570, 1439, 601, 0, 1439, 0, 12]
+
+
+def test_due_matches_step_due() -> None:
+    """Entry waits: for triggers around every offset change of the DST zones (on the second
+    grid and off it, and exactly at the local minute), each journey's follow-up instant is
+    ``Step.due`` to the microsecond — or the step runs at once when that is now."""
+    rng = np.random.default_rng(5)
+    delays = (0.0, 0.0, 0.5, 1.0, 1.25, 12.0, 23.75, 24.0, 48.0)
+    journeys = tuple(Journey(f"due{k}", ("signup",), (Step(id="a", channel="email", delay_h=d,
+                                                           at_local_hour=h),
+                                                      Step(id="b", channel="sms", delay_h=d,
+                                                           at_local_hour=h)))
+                     for k, (d, h) in enumerate((d, h) for d in delays for h in LOCAL_HOURS))
+    checker = Checker(JourneySet(journeys))
+    n_at_once = 0
+    for zone in DST_ZONES:
+        for change in CHANGES[zone]:
+            for i in range(40):
+                r = rng.random()
+                if r < 0.5:
+                    now_h = h_of(round(change * 3600) - int(rng.integers(-6 * 3600, 72 * 3600)))
+                elif r < 0.8:
+                    now_h = change + rng.uniform(-72.0, 6.0)
+                else:  # exactly at a local minute: some journeys run at once
+                    now_h = us(next_local_hour(dt(change + rng.uniform(-72.0, 6.0)), zone,
+                                               LOCAL_HOURS[int(rng.integers(len(LOCAL_HOURS)))])) / 3.6e9
+                case = Case(f"u{i}", [], np.ones(3, bool), zone, fine=True)
+                py, got = checker.decide(case, now_h, "signup")
+                assert len(py) == len(got) == len(journeys)
+                for j, d, g in zip(journeys, py, got):
+                    step = j.steps[0] if d.step == "entry" else j.steps[1]
+                    if d.step != "entry":
+                        n_at_once += 1
+                    assert us(d.follow_ups[0].at) == us(step.due(dt(now_h), zone))
+                    assert round(g[2] * 3.6e9) == us(d.follow_ups[0].at)
+    assert_clean(checker)
+    assert n_at_once > 50
+
+
+def test_follow_ups_cross_changes() -> None:
+    """Chains of local-hour steps started in the days before an offset change."""
+    rng = np.random.default_rng(8)
+    steps = (Step(id="a", channel="email", at_local_hour=2.5),
+             Step(id="b", channel="sms", delay_h=20.0, at_local_hour=1.75),
+             Step(id="c", channel="none", delay_h=1.0, at_local_hour=23.995),
+             Step(id="d", channel="push", delay_h=0.5, at_local_hour=2.0))
+    j = Journey("cross", ("signup",), steps, reentry_cooldown_h=0.0)
+    checker = Checker(j)
+    for zone in DST_ZONES:
+        for change in CHANGES[zone]:
+            for i in range(12):
+                now_h = h_of(round(change * 3600) - int(rng.integers(0, 80 * 3600)))
+                checker.chain(Case(f"u{i}", [], np.ones(3, bool), zone), now_h, "signup", rng)
+    assert_clean(checker)
+    assert checker.n_checked > 400
 
 
 def test_compile_rejects_other_policies() -> None:
@@ -414,9 +525,7 @@ def test_compile_rejects_other_policies() -> None:
 @pytest.mark.parametrize("name", ["seed_journey", "browse_abandon", "cart_abandon",
                                   "reactivation", "welcome"])
 def test_builtin_journeys(name: str) -> None:
-    j = stripped(load_journey(name))
-    if name == "seed_journey":
-        assert j == load_journey(name)  # supported as it is
+    j = load_journey(name)
     checker = Checker(j)
     run_cases(checker, seed=builtin_journeys().index(name), n=700)
     assert_clean(checker)
@@ -424,7 +533,8 @@ def test_builtin_journeys(name: str) -> None:
 
 
 def test_journey_set_of_builtins() -> None:
-    js = JourneySet(tuple(stripped(load_journey(n)) for n in builtin_journeys()))
+    js = JourneySet(tuple(load_journey(n) for n in builtin_journeys()))
+    assert len(js.journeys) == 5
     checker = Checker(js)
     run_cases(checker, seed=11, n=1000)
     assert_clean(checker)
@@ -494,6 +604,31 @@ def test_mismatch_detected() -> None:
     assert checker.mismatches
 
 
+def test_local_hour_mismatch_detected() -> None:
+    """A local hour one minute off, or another zone's row, shows in the follow-up instants."""
+    welcome = load_journey("welcome")
+    strings = Strings()
+    cj = compile_journeys(welcome, strings)
+    assert cj is not None
+    k = next(i for i, s in enumerate(welcome.steps) if s.at_local_hour is not None)
+    si = cj.si.copy()
+    si[k, SI_AT_MINUTE] += 1
+    checker = Checker(welcome, cj._replace(si=si), strings)
+    run_cases(checker, seed=3, n=300)
+    assert checker.mismatches
+    later = []
+    for want, got in checker.diffs:  # only follow-up instants differ (mostly by a minute)
+        assert len(want) == len(got)
+        for w, g in zip(want, got):
+            if w != g:
+                assert w[:12] + w[13:] == g[:12] + g[13:]
+                later.append(g[12] - w[12] == 60_000_000)
+    assert sum(later) > 0.9 * len(later)
+    checker = Checker(welcome, cj, strings, zone="Asia/Kolkata")
+    run_cases(checker, seed=4, n=300)
+    assert checker.mismatches
+
+
 def test_step_outside_journey() -> None:
     """A follow-up naming no step of the journey (Python: a payload of another version) exits
     with a ``none`` decision (its log step, an unknown id in Python, is -1)."""
@@ -504,7 +639,7 @@ def test_step_outside_journey() -> None:
     empty_f, empty_i8, empty_i32 = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.int32)
     n = journey_decide(cj, JOURNEY_STEP, 0, 3, 1.0, 1.0, 2.0, empty_f, empty_i8, empty_i8,
                        empty_i32, empty_i32, empty_i32, 0, np.ones(3, bool), np.zeros(1, bool),
-                       out_i, out_f)
+                       out_i, out_f, *tz_row("UTC"))
     ctx = Context("u", dt(2.0), "UTC", {}, {"email": True, "sms": True, "push": True}, [],
                   Trigger("journey_step", dt(2.0), {"journey": "seed_journey", "step": "old_step",
                                                     "entered_at": dt(1.0).isoformat(),

@@ -36,23 +36,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from omnisim.policies.base import Context, Decision
-from omnisim.policies.declarations import history_events, reads_history, trigger_kinds
+from omnisim.policies.declarations import (
+    history_events, needs_history, reads_history, trigger_kinds,
+)
 
 __all__ = ["trigger_kinds", "batch_decider", "needs_history", "history_events", "reads_history"]
-
-
-def needs_history(policy: Any, kinds: frozenset[str] | None = None) -> bool:
-    """Whether an engine must keep per-user history for ``policy``'s contexts.
-
-    No when no context is ever built (the policy declares no trigger kinds and has no
-    pressure rules), or when the policy does not read history (:func:`reads_history`) and has
-    no pressure rules; ``kinds`` is :func:`trigger_kinds` of the policy when already known."""
-    if getattr(policy, "rules", None) is not None:
-        return True
-    kinds = trigger_kinds(policy) if kinds is None else kinds
-    if kinds is not None and not kinds:
-        return False
-    return reads_history(policy)
 
 
 def batch_decider(policy: Any) -> Callable[[Sequence[Context], np.random.Generator],

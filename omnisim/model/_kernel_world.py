@@ -474,12 +474,13 @@ def _decide_journeys(Lf, Li, F, K, S, I, T, u, now, trig, fu):
     if fu >= 0:
         fj, fs = I[I_FU + 2 * fu], I[I_FU + 2 * fu + 1]
         fe, fa = S[S_FU + 2 * fu], S[S_FU + 2 * fu + 1]
-    nj = K[K_N_JOURNEYS]
+    nj, nk = K[K_N_JOURNEYS], K[K_N_CHANGES]
     OI = I[I_OI:I_OI + nj * kj.N_OUT_INT].reshape((nj, kj.N_OUT_INT))
     OF = S[S_OF:S_OF + nj * kj.N_OUT_FLOAT].reshape((nj, kj.N_OUT_FLOAT))
     nd = kj.journey_decide(T[0], trig, fj, fs, fe, fa, now, S[S_HIST + lo:S_HIST + n_h], hc(0),
                            hc(1), hc(2), hc(3), hc(4), n_h - lo, I[I_CONSENT:I_CONSENT + 3],
-                           I[I_HOLD:I_HOLD + nj], OI, OF)
+                           I[I_HOLD:I_HOLD + nj], OI, OF, F[F_TZ:F_TZ + nk],
+                           F[F_TZ + nk:F_TZ + 2 * nk + 1])
     queued = False
     for d in range(nd):
         ch = OI[d, kj.O_CH]

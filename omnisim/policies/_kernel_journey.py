@@ -11,8 +11,11 @@ Parts (codes: :mod:`omnisim.policies._kernel_codes`; interface: ``/tmp/spec/kern
   numpy arrays (columns ``JI_*``, ``JF_*``, ``SI_*``, ``CI_*``);
 - :func:`holdout_flags` (Python, once per user) gives each journey's holdout membership;
 - :func:`journey_decide` (``numba.njit``) answers one trigger for one user from those, the
-  user's history arrays and the follow-up payload, writing its decisions as rows of two
-  output arrays (columns ``O_*`` int64 and ``F_*`` float64).
+  user's history arrays, the follow-up payload and the user's zone row (for
+  ``at_local_hour``), writing its decisions as rows of two output arrays (columns ``O_*``
+  int64 and ``F_*`` float64).
+
+Every :class:`Journey` compiles, ``at_local_hour`` steps included (see "Local hours").
 
 Output per decision: what the engines log and act on — channel (the action is the
 channel's name), propensity, policy, campaign, step (``Decision.step``), reason, tag,
@@ -26,6 +29,20 @@ instants on that same microsecond grid (``round(h * 3.6e9)``, int64) and adds wa
 the engine's datetimes, boundaries included, and a follow-up's ``F_FU_AT`` turns into
 exactly ``Step.due`` (it may differ from ``now_h + delay_h`` in the last bits: schedule the
 follow-up at ``F_FU_AT`` and pass that as the next ``now_h``).
+
+Local hours: a step with ``at_local_hour`` is due at ``next_local_hour(after + delay_h,
+timezone, at_local_hour)`` (``Step.due``), found in the user's zone row
+(``tz_changes, tz_offsets`` of :func:`omnisim.policies._kernel_time.utc_offset_table`, built
+with the run's ``start``) by :func:`~omnisim.policies._kernel_time.next_local_hour_us` on
+the same microsecond grid: DST-aware (a skipped local time gives the change instant, a
+repeated one its first occurrence at or after), the hour rounded to the minute as
+``base.next_local_hour`` does (24:00 is 00:00). The entry computes the first step's due the
+same way (a first step with ``at_local_hour`` usually makes the entry wait; it runs at once
+only when the local clock reads that minute exactly at the trigger). The row must cover
+the due instants (``utc_offset_table`` reaches ``margin_h``, 8 days, past the horizon;
+beyond its range the last offset is assumed); should ``next_local_hour_us`` find none
+(``I64_MAX``), ``F_FU_AT`` is ``+inf`` (never due).
+Journeys without ``at_local_hour`` never read the zone row.
 
 Follow-up payload in compiled form: ``(journey index in the set, step index within the
 journey, entered_at hours, step_at hours)``. The Python payload's ``entry_id`` and ``sent``
@@ -44,6 +61,7 @@ import numpy as np
 from omnisim._jit import njit
 
 from omnisim.policies._kernel_codes import CH, CH_NONE, EV, JOURNEY_STEP, TRIGGER, Strings
+from omnisim.policies._kernel_time import I64_MAX, minute_of_day, next_local_hour_us
 from omnisim.policies.base import NO_ACTION
 from omnisim.policies.holdout import in_holdout
 from omnisim.policies.journeys import (
@@ -59,7 +77,7 @@ __all__ = ["CompiledJourneys", "compile_journeys", "journey_decide", "holdout_fl
            "JI_KIND1", "JI_SALT0", "JI_SALT1", "N_JI", "JF_HOLDOUT_SHARE", "JF_PROPENSITY",
            "N_JF", "SI_ID", "SI_CH", "SI_DELAY_US", "SI_COND0", "SI_COND1", "SI_NEXT",
            "SI_OTHERWISE", "SI_TAG", "SI_PRIORITY", "SI_FB0", "SI_FB1", "SI_FB_UNREACHABLE",
-           "N_SI", "CI_EV", "CI_SINCE_ENTRY", "CI_CH", "CI_OWN", "CI_NEGATE", "N_CI", "C_ENTRY",
+           "SI_AT_MINUTE", "N_SI", "CI_EV", "CI_SINCE_ENTRY", "CI_CH", "CI_OWN", "CI_NEGATE", "N_CI", "C_ENTRY",
            "C_HOLDOUT", "C_NO_CONSENT", "C_MARKETING", "N_CODES"]
 
 #: Columns of ``out_i`` (int64, one row per decision).
@@ -119,7 +137,9 @@ SI_PRIORITY = 8
 SI_FB0 = 9           # [SI_FB0, SI_FB1): the fallback chain's CH codes in `lists`
 SI_FB1 = 10
 SI_FB_UNREACHABLE = 11  # fallback_if_unreachable (0/1)
-N_SI = 12
+SI_AT_MINUTE = 12    # at_local_hour as minute of the local day (0 .. 1439, _kernel_time's
+                     #   minute_of_day: rounded to the minute, 24:00 -> 0); -1: none
+N_SI = 13
 # Columns of CompiledJourneys.ci (int64, one row per condition)
 CI_EV = 0            # EV code
 CI_SINCE_ENTRY = 1   # 1: since entry, 0: since the previous step
@@ -162,22 +182,21 @@ def _us(hours: float) -> int:
     return timedelta(hours=hours) // timedelta(microseconds=1)
 
 
-def _supported(j: Journey) -> bool:
-    return not any(s.at_local_hour is not None for s in j.steps)
-
-
 def compile_journeys(policy: object, strings: Strings) -> CompiledJourneys | None:
     """The compiled form of ``policy`` — a :class:`Journey`, or a :class:`JourneySet` whose
     members are all :class:`Journey` with distinct ``journey`` names — interning its texts in
-    ``strings``; ``None`` for anything else.
+    ``strings``; ``None`` for anything else (other policies, a set holding anything but
+    journeys, or two journeys of one name).
 
-    Supported: behaviour-trigger entry (the re-entry rules, ``reentry_cooldown_h``,
-    ``max_entries``, the per-journey holdout), ``delay_h`` waits, ``when`` conditions
-    (``since`` entry/step, ``channel``, ``own`` true/false/default, ``negate``),
-    ``next`` / ``otherwise`` / ``exit`` branches, ``none`` steps, ``exit_on``, tags,
-    priorities, expected values, ``fallback_if_unreachable`` (the channel it picks).
+    Supported: every :class:`Journey` — behaviour-trigger entry (the re-entry rules,
+    ``reentry_cooldown_h``, ``max_entries``, the per-journey holdout), ``delay_h`` waits,
+    ``at_local_hour`` (the user's zone row passed to :func:`journey_decide`; the re-entry
+    waits ``span_h`` / ``longest_wait_h`` include its +24 h as the Python properties do),
+    ``when`` conditions (``since`` entry/step, ``channel``, ``own`` true/false/default,
+    ``negate``), ``next`` / ``otherwise`` / ``exit`` branches, ``none`` steps, ``exit_on``,
+    tags, priorities, expected values, ``fallback_if_unreachable`` (the channel it picks).
     Templates, ``fallback`` chains and other message meta are not output (not logged, not
-    read by the simulators). Not supported (``None``): ``at_local_hour`` on any step."""
+    read by the simulators)."""
     if isinstance(policy, Journey):
         journeys: Sequence[Journey] = (policy,)
     elif isinstance(policy, JourneySet) and all(isinstance(j, Journey) for j in policy.journeys):
@@ -185,8 +204,6 @@ def compile_journeys(policy: object, strings: Strings) -> CompiledJourneys | Non
         if len({j.journey for j in journeys}) != len(journeys):
             return None  # a journey_step would go to every journey of that name
     else:
-        return None
-    if not all(_supported(j) for j in journeys):
         return None
     ji, jf, si, sf, ci, lists, salt = [], [], [], [], [], [], bytearray()
     for j in journeys:
@@ -233,6 +250,7 @@ def compile_journeys(policy: object, strings: Strings) -> CompiledJourneys | Non
             srow[SI_TAG], srow[SI_PRIORITY] = strings.code(s.tag), int(s.priority)
             srow[SI_FB0], srow[SI_FB1] = fb0, len(lists)
             srow[SI_FB_UNREACHABLE] = int(bool(s.fallback_if_unreachable))
+            srow[SI_AT_MINUTE] = -1 if s.at_local_hour is None else int(minute_of_day(float(s.at_local_hour)))
             si.append(srow)
             sf.append(float(s.expected_value))
     codes = [0] * N_CODES
@@ -412,19 +430,31 @@ def _none(cj, out_i, out_f, row, j, step, reason):
 
 
 @njit(inline="always", _nrt=False)
-def _follow(cj, out_i, out_f, row, j, k, now_us, now_h, entered_h):
-    """Row's follow-up: journey ``j``'s step ``k`` (within it), due its delay after now
-    (microseconds added, so the engines' datetime of it is Step.due's)."""
+def _due_us(cj, s, after_us, tz_changes, tz_offsets):
+    """Step.due of global step ``s`` after ``after_us`` [µs since start]: its delay added as
+    whole microseconds, then (``at_local_hour``) the next instant the local clock reads that
+    minute; ``I64_MAX`` when the zone row does not reach it."""
+    t = after_us + cj.si[s, SI_DELAY_US]
+    minute = cj.si[s, SI_AT_MINUTE]
+    if minute >= 0:
+        t = next_local_hour_us(t, minute, tz_changes, tz_offsets)
+    return t
+
+
+@njit(inline="always", _nrt=False)
+def _follow(cj, out_i, out_f, row, j, k, at_us, now_h, entered_h):
+    """Row's follow-up: journey ``j``'s step ``k`` (within it), due at ``at_us`` (its
+    :func:`_due_us`, so the engines' datetime of it is Step.due's; ``I64_MAX``: +inf)."""
     out_i[row, O_FU_STEP] = k
     out_i[row, O_FU_JOURNEY] = j
-    out_f[row, F_FU_AT] = (now_us + cj.si[cj.ji[j, JI_STEP0] + k, SI_DELAY_US]) / _US_PER_H
+    out_f[row, F_FU_AT] = np.inf if at_us == I64_MAX else at_us / _US_PER_H
     out_f[row, F_FU_ENTERED] = entered_h
     out_f[row, F_FU_STEP_AT] = now_h
 
 
 @njit(inline="always", _nrt=False)
 def _run(cj, j, k, entered_h, step_at_h, now_h, now_us, h_t, h_ev, h_ch, h_camp, n_h,
-         consent, out_i, out_f, row):
+         consent, out_i, out_f, row, tz_changes, tz_offsets):
     """Journey._run of step ``k`` (within journey ``j``): one decision at ``row``."""
     if k < 0 or k >= cj.ji[j, JI_NSTEPS]:  # not a step of this journey: exit (step unknown)
         _none(cj, out_i, out_f, row, j, -1, -1)
@@ -479,12 +509,14 @@ def _run(cj, j, k, entered_h, step_at_h, now_h, now_us, h_t, h_ev, h_ch, h_camp,
             _write(cj, out_i, out_f, row, j, channel, step_code, -1, si[s, SI_TAG],
                    si[s, SI_PRIORITY], 1 if k == 0 else 0, cj.jf[j, JF_PROPENSITY], cj.sf[s])
     if nxt >= 0:
-        _follow(cj, out_i, out_f, row, j, nxt, now_us, now_h, entered_h)
+        at = _due_us(cj, cj.ji[j, JI_STEP0] + nxt, now_us, tz_changes, tz_offsets)
+        _follow(cj, out_i, out_f, row, j, nxt, at, now_h, entered_h)
 
 
 @njit(_nrt=False)
 def journey_decide(cj, trigger, fu_journey, fu_step, fu_entered_h, fu_step_at_h, now_h,
-                   h_t, h_ev, h_ch, h_camp, h_tag, h_step, n_h, consent, holdout, out_i, out_f):
+                   h_t, h_ev, h_ch, h_camp, h_tag, h_step, n_h, consent, holdout, out_i, out_f,
+                   tz_changes, tz_offsets):
     """The decisions of ``JourneySet.decide`` / ``Journey.decide`` for one user and trigger.
 
     Parameters
@@ -509,6 +541,11 @@ def journey_decide(cj, trigger, fu_journey, fu_step, fu_entered_h, fu_step_at_h,
         Whether the user is in each journey's holdout (:func:`holdout_flags`).
     out_i : int64 (>= J, N_OUT_INT), out_f : float64 (>= J, N_OUT_FLOAT)
         Decisions written from row 0, columns ``O_*`` / ``F_*``.
+    tz_changes : float64 (K,), tz_offsets : float64 (K + 1,)
+        The user's zone row of :func:`~omnisim.policies._kernel_time.utc_offset_table`
+        (built with the run's ``start``), for steps with ``at_local_hour``; read only for
+        those (journeys without any may pass a zone without changes, e.g. ``np.zeros(0)``
+        and ``np.zeros(1)``).
 
     Returns
     -------
@@ -519,7 +556,7 @@ def journey_decide(cj, trigger, fu_journey, fu_step, fu_entered_h, fu_step_at_h,
     now_us = _to_us(now_h)
     if trigger == JOURNEY_STEP:
         _run(cj, fu_journey, fu_step, fu_entered_h, fu_step_at_h, now_h, now_us, h_t, h_ev,
-             h_ch, h_camp, n_h, consent, out_i, out_f, 0)
+             h_ch, h_camp, n_h, consent, out_i, out_f, 0, tz_changes, tz_offsets)
         return 1
     n = 0
     bit = np.int64(1) << trigger
@@ -535,11 +572,13 @@ def journey_decide(cj, trigger, fu_journey, fu_step, fu_entered_h, fu_step_at_h,
         if holdout[j]:
             _write(cj, out_i, out_f, n, j, CH_NONE, -1, cj.codes[C_HOLDOUT],
                    cj.codes[C_MARKETING], 0, 1, cj.jf[j, JF_HOLDOUT_SHARE], 0.0)
-        elif cj.si[ji[j, JI_STEP0], SI_DELAY_US] == 0:  # the first step is due at once
-            _run(cj, j, 0, now_h, now_h, now_h, now_us, h_t, h_ev, h_ch, h_camp, n_h, consent,
-                 out_i, out_f, n)
-        else:  # the wait before the first step
-            _none(cj, out_i, out_f, n, j, cj.codes[C_ENTRY], -1)
-            _follow(cj, out_i, out_f, n, j, 0, now_us, now_h, now_h)
+        else:
+            at = _due_us(cj, ji[j, JI_STEP0], now_us, tz_changes, tz_offsets)
+            if at <= now_us:  # the first step is due at once
+                _run(cj, j, 0, now_h, now_h, now_h, now_us, h_t, h_ev, h_ch, h_camp, n_h,
+                     consent, out_i, out_f, n, tz_changes, tz_offsets)
+            else:  # the wait before the first step
+                _none(cj, out_i, out_f, n, j, cj.codes[C_ENTRY], -1)
+                _follow(cj, out_i, out_f, n, j, 0, at, now_h, now_h)
         n += 1
     return n

@@ -11,9 +11,8 @@ the round-based path (slower, exact; ``docs/engines.md``). Compiled now:
   :class:`~omnisim.policies.baselines.RandomChannel` (exactly these classes, any triggers,
   channels and version);
 - rule journeys — a :class:`~omnisim.policies.journeys.Journey` or a
-  :class:`~omnisim.policies.journeys.JourneySet` of them — that
-  :func:`~omnisim.policies._kernel_journey.compile_journeys` compiles (not yet: steps with
-  ``at_local_hour``);
+  :class:`~omnisim.policies.journeys.JourneySet` of them with distinct names
+  (:func:`~omnisim.policies._kernel_journey.compile_journeys`), every journey feature;
 
 each alone or with :class:`~omnisim.policies.pressure.PressureRules` attached
 (:func:`~omnisim.policies.pressure.with_pressure`), compiled by
@@ -37,8 +36,7 @@ from omnisim.policies._kernel_codes import CH, EV, TRIGGER, Strings
 from omnisim.policies._kernel_journey import CompiledJourneys, compile_journeys
 from omnisim.policies._kernel_pressure import CompiledRules, compile_rules
 from omnisim.policies.baselines import Blast, EmailOnly, RandomChannel
-from omnisim.policies.declarations import history_events, trigger_kinds
-from omnisim.model._fast_policy import needs_history
+from omnisim.policies.declarations import history_events, needs_history, trigger_kinds
 from omnisim.policies.pressure import PressuredPolicy
 from omnisim.policies.runtime import update_cadence
 

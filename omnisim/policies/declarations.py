@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["trigger_kinds", "reads_history", "decide_events", "history_events"]
+__all__ = ["trigger_kinds", "reads_history", "decide_events", "history_events", "needs_history"]
 
 
 def _passthrough(policy: Any) -> Any | None:
@@ -76,3 +76,15 @@ def history_events(policy: Any) -> frozenset[str] | None:
     return None if declared is None else own | frozenset(declared)
 
 
+def needs_history(policy: Any, kinds: frozenset[str] | None = None) -> bool:
+    """Whether an engine must keep per-user history for ``policy``'s contexts.
+
+    No when no context is ever built (the policy declares no trigger kinds and has no
+    pressure rules), or when the policy does not read history (:func:`reads_history`) and has
+    no pressure rules; ``kinds`` is :func:`trigger_kinds` of the policy when already known."""
+    if getattr(policy, "rules", None) is not None:
+        return True
+    kinds = trigger_kinds(policy) if kinds is None else kinds
+    if kinds is not None and not kinds:
+        return False
+    return reads_history(policy)
