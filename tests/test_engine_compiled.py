@@ -187,3 +187,28 @@ def test_journey_set_steps_at_local_hours(sc):
     assert welcome["user_id"].is_unique and len(welcome) > 5
     out = count_violations(log, res.users, default_rules())
     assert out["cap_violations"] == 0 and out["quiet_hour_violations"] == 0
+
+
+def test_log_columns_are_built_exactly():
+    """The compiled log's text columns and time sort (omnisim/model/_kernel_log.py) against
+    plain Python on random rows, nulls, non-ASCII texts and ties."""
+    from omnisim.model import _kernel_log as kl
+
+    rng = np.random.default_rng(0)
+    vocab = ["email", "seed_journey@1", "cap:all:cal-day", "é€ü", ""]
+    codes = rng.integers(-1, len(vocab), 5000).astype(np.int32)
+    got = kl.text_array(codes, vocab).to_pylist()
+    assert got == [None if c < 0 else vocab[c] for c in codes]
+    users = rng.integers(0, 3, 5000)
+    msgs = rng.integers(-1, 120, 5000).astype(np.int32)
+    uids = ["u1", "user-éé", "u000000003"]
+    got = kl.message_ids(users, msgs, uids).to_pylist()
+    assert got == [None if m < 0 else f"{uids[u]}-m{m}" for u, m in zip(users, msgs)]
+    # rows by time, stable for ties (hours on a coarse grid make many), across hour buckets
+    t = rng.integers(0, 400, 3000) / 8.0
+    Lf = np.column_stack([t, rng.random(3000), rng.random(3000)])
+    Li = rng.integers(0, 1000, (3000, 10)).astype(np.int32)
+    t_us, F, I = kl.sorted_columns(Lf, Li)
+    order = np.argsort(np.rint(t * 3.6e9).astype(np.int64), kind="stable")
+    assert np.array_equal(t_us, np.rint(t[order] * 3.6e9).astype(np.int64))
+    assert np.array_equal(F, Lf[order].T) and np.array_equal(I, Li[order].T)

@@ -17,6 +17,7 @@ import pytest
 from omnisim.policies._kernel_codes import CH, EV, Strings
 from omnisim.policies._kernel_pressure import (
     CAP_MAX, DEFER, DROP, Q_MINUTE, SEND, CompiledRules, _seq_less, admit_kernel, compile_rules,
+    scratch_size,
 )
 from omnisim.policies._kernel_time import utc_offset_table
 from omnisim.policies.base import Context, Decision, HistoryEvent, Trigger
@@ -204,7 +205,7 @@ def kernel_result(cr: CompiledRules, strings: Strings, start: datetime, k_args):
     action = np.zeros(n_p, np.int8)
     until = np.zeros(n_p, np.float64)
     reason = np.zeros(n_p, np.int32)
-    admit_kernel(cr, *k_args, action, until, reason)
+    admit_kernel(cr, *k_args, action, until, reason, np.empty(scratch_size(cr, n_p), np.int64))
     out = []
     for k in range(n_p):
         u = None

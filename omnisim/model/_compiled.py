@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from omnisim.log import COLUMNS
+from omnisim.model import _kernel_log as kl
 from omnisim.model import _kernel_world as kw
 from omnisim.model.engine_simpy import HISTORY_DAYS
 from omnisim.model.population import MSG_CHANNELS, activity_matrix
@@ -26,7 +26,7 @@ from omnisim.model.scenario import Scenario
 from omnisim.policies._kernel_codes import Strings, TRIGGER
 from omnisim.policies._kernel_journey import compile_journeys, holdout_flags
 from omnisim.policies._kernel_policy import CompiledPolicy, compile_policy
-from omnisim.policies._kernel_pressure import compile_rules
+from omnisim.policies._kernel_pressure import compile_rules, scratch_size
 
 __all__ = ["run_chunk"]
 
@@ -73,6 +73,7 @@ def _constants(sc: Scenario, cp: CompiledPolicy, strings: Strings,
     for kind, code in TRIGGER.items():
         K[kw.K_CAMP + code] = strings.code(kind)
     K[kw.K_HAS_RULES] = cp.rules is not None
+    K[kw.K_SCRATCH_N] = scratch_size(_tables(cp)[1], kw.pending_capacity())
     K[kw.K_START_WEEKDAY] = sc.start.astimezone(timezone.utc).weekday()
     K[kw.K_N_JOURNEYS] = 0 if cp.journeys is None else cp.journeys.n_journeys
     K[kw.K_POL:kw.K_POL + 6] = cp.pol
@@ -175,36 +176,34 @@ def _text(values: list[str], codes: np.ndarray) -> pa.Array:
     return table.take(pa.array(codes, mask=codes < 0))
 
 
-def frame(run: tuple[Any, ...], start: datetime, uid: pa.Array) -> pd.DataFrame:
+def frame(run: tuple[Any, ...], start: datetime, user_ids: Sequence[str]) -> pd.DataFrame:
     """The chunk's log frame from :func:`run_chunk`'s result, sorted by time (stable), in
-    the dtypes :func:`omnisim.log.validate` gives (as ``engine_fast``'s frames)."""
+    the dtypes :func:`omnisim.log.validate` gives (as ``engine_fast``'s frames); text columns
+    are built as Arrow buffers directly (:mod:`omnisim.model._kernel_log`)."""
     from omnisim.model.engine_fast import _CH_DTYPE, _EV_DTYPE
 
     Lf, Li, strings = run
-    order = np.argsort(Lf[:, 0], kind="stable")
-    Lf, Li = Lf[order], Li[order]
-    col = lambda j: Li[:, j]  # noqa: E731
-    user_ids = uid.take(pa.array(col(kw.LI_USER)))
-    k = col(kw.LI_MSG)
-    mid = pc.binary_join_element_wise(
-        user_ids, pc.cast(pa.array(k, mask=k < 0), pa.large_string()),
-        pa.scalar("-m", pa.large_string()))
-    vocab = pa.array(strings.values, type=pa.large_string())
-    ts = pd.Timestamp(start) + pd.to_timedelta(np.rint(Lf[:, 0] * 3.6e9).astype(np.int64), unit="us")
+    t_us, F, I = kl.sorted_columns(Lf, Li)  # noqa: E741
+    del Lf, Li
+    base_us = int(pd.Timestamp(start).value // 1000)
+    ts = pd.array((t_us + base_us).view("M8[us]"), dtype=pd.DatetimeTZDtype("us", "UTC"))
+    vocab = strings.values
 
-    def text(a: Any) -> Any:
-        if not isinstance(a, (pa.Array, pa.ChunkedArray)):  # codes into the vocabulary
-            a = vocab.take(pa.array(a, mask=a < 0))
+    def text(a: pa.Array) -> Any:
         return pd.arrays.ArrowStringArray(pa.chunked_array([a]))
 
+    def codes(j: int) -> Any:
+        return text(kl.text_array(I[j], vocab))
+
     data = {
-        "ts": ts, "user_id": text(user_ids),
-        "event": pd.Categorical.from_codes(col(kw.LI_EVENT).astype(np.int8), dtype=_EV_DTYPE),
-        "channel": pd.Categorical.from_codes(col(kw.LI_CHANNEL).astype(np.int8), dtype=_CH_DTYPE),
-        "action": text(col(kw.LI_ACTION)), "message_id": text(mid),
-        "campaign": text(col(kw.LI_CAMPAIGN)), "policy": text(col(kw.LI_POLICY)),
-        "propensity": np.ascontiguousarray(Lf[:, 1]), "value": np.ascontiguousarray(Lf[:, 2]),
-        "reason": text(col(kw.LI_REASON)), "tag": text(col(kw.LI_TAG)), "step": text(col(kw.LI_STEP)),
+        "ts": ts, "user_id": text(kl.text_array(I[kw.LI_USER], user_ids)),
+        "event": pd.Categorical.from_codes(I[kw.LI_EVENT].astype(np.int8), dtype=_EV_DTYPE),
+        "channel": pd.Categorical.from_codes(I[kw.LI_CHANNEL].astype(np.int8), dtype=_CH_DTYPE),
+        "action": codes(kw.LI_ACTION),
+        "message_id": text(kl.message_ids(I[kw.LI_USER], I[kw.LI_MSG], user_ids)),
+        "campaign": codes(kw.LI_CAMPAIGN), "policy": codes(kw.LI_POLICY),
+        "propensity": F[1], "value": F[2],
+        "reason": codes(kw.LI_REASON), "tag": codes(kw.LI_TAG), "step": codes(kw.LI_STEP),
     }
     assert list(data) == list(COLUMNS)
     return pd.DataFrame(data, copy=False)

@@ -39,8 +39,8 @@ from omnisim.policies.runtime import DUE_TOLERANCE_H, MIN_DEFER_H
 __all__ = ["run_users", "layout", "MARGIN_ROWS", "LF_COLUMNS", "LI_COLUMNS"]
 
 # the loop's functions allocate nothing (run_users allocates the scratch): without numba's
-# reference counting, calls between them pass their arrays for free
-_jit = njit(nogil=True)
+# reference counting (_nrt=False), calls between them pass their arrays for free
+_jit = njit(nogil=True, _nrt=False)
 
 # the model's formulas and per-user samplers, compiled from their one source
 _click_boost = _jit(bh.click_boost_core)
@@ -92,8 +92,8 @@ F_TZ = F_PROF + 24             # the zone's changes (K), then offsets (K + 1)
 # Strings codes the loop writes; K[K_CAMP + trigger] the campaign a baseline names after its
 # trigger kind
 (K_NO_CONSENT, K_ACT_EMAIL, K_ACT_SMS, K_ACT_PUSH, K_ACT_NONE, K_POLICY, K_TAG_MARKETING,
- K_N_CHANGES, K_HAS_RULES, K_START_WEEKDAY, K_N_JOURNEYS) = range(11)
-K_CAMP = 11
+ K_N_CHANGES, K_HAS_RULES, K_START_WEEKDAY, K_N_JOURNEYS, K_SCRATCH_N) = range(12)
+K_CAMP = 12
 K_POL = K_CAMP + len(TRIGGER)         # the compiled policy: kind, variant, n_channels, 3 channels
 K_TRIG = K_POL + 6                    # 1 where the policy answers the trigger
 K_KEPT = K_TRIG + len(TRIGGER)        # 1 where the event is kept in history
@@ -129,7 +129,8 @@ I_DUE = I_PEND + _PEND_CAP * 9         # the pendings due now, as I_PEND
 I_Q = I_DUE + _PEND_CAP * 9            # admission columns (Q_*), _PEND_CAP each
 I_OI = I_Q + _PEND_CAP * 9             # journey decisions' int columns (kj.O_*)
 I_FU = I_OI + MAX_JOURNEYS * kj.N_OUT_INT     # per follow-up 2: journey, step
-I_N = I_FU + _FU_CAP * 2
+I_SCRATCH = I_FU + _FU_CAP * 2        # the pressure kernel's scratch (K[K_SCRATCH_N] entries)
+I_N = I_SCRATCH
 # a pending's int fields (I_PEND + 9 * i + PD_*)
 PD_CH, PD_TAG, PD_CAMP, PD_PRIORITY, PD_DEDUP, PD_SEQ, PD_ACTION, PD_POLICY, PD_STEP = range(9)
 # admission columns (I_Q + Q_* * _PEND_CAP + i)
@@ -159,6 +160,11 @@ _NAN = math.nan
 def layout(n_changes: int) -> dict[str, int]:
     """Sizes of ``F`` / ``K`` for zone tables of ``n_changes`` columns (for the driver)."""
     return {"F": F_TZ + 2 * n_changes + 1, "K": K_N, "S": S_N, "I": I_N}
+
+
+def pending_capacity() -> int:
+    """The most pendings one user may have queued at once (the pressure scratch's size)."""
+    return _PEND_CAP
 
 
 # --- time ---------------------------------------------------------------------------------
@@ -400,7 +406,7 @@ def _admit(Lf, Li, F, K, S, I, T, u, now):
                     nd, S[S_HIST + lo:S_HIST + n_h], hc(0), hc(1), hc(2), hc(3), n_h - lo, now,
                     I[I_CONSENT:I_CONSENT + 3], F[F_TZ:F_TZ + nk], F[F_TZ + nk:F_TZ + 2 * nk + 1],
                     K[K_START_WEEKDAY], q(Q_ACTION), S[S_Q + 2 * _PEND_CAP:S_Q + 2 * _PEND_CAP + nd],
-                    q(Q_REASON))
+                    q(Q_REASON), I[I_SCRATCH:I_SCRATCH + K[K_SCRATCH_N]])
     for rnd in range(3):  # as the engines: the sends, then the deferrals, then the drops
         for d in range(nd):
             act = I[I_Q + Q_ACTION * _PEND_CAP + d]
@@ -743,7 +749,7 @@ def run_users(u0, u1, Lf, Li, pos, F, K, T, uf, is_new, consent, holdout, prof, 
     ``offsets`` (Z, K + 1); ``rng`` / ``prng`` the chunk's world and policy generators."""
     cap = Lf.shape[0]
     S = np.empty(S_N)
-    I = np.zeros(I_N, np.int64)  # noqa: E741
+    I = np.zeros(I_N + K[K_SCRATCH_N], np.int64)  # noqa: E741
     I[I_POS] = pos[0]
     nk = K[K_N_CHANGES]
     for u in range(u0, u1):
