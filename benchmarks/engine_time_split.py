@@ -1,4 +1,9 @@
-"""Where the fast engine's time goes with a policy: its policy calls versus everything else.
+"""Where the fast engine's round-based path spends its time: policy calls versus the rest.
+
+The round-based path (``compiled=False``) is what runs every policy without a compiled form
+(learned policies, holdouts, your own classes); the built-in policies run on the compiled
+path by default (docs/engines.md), which this script does not measure — it forces the
+round-based path, to show what a Python policy costs there.
 
     python benchmarks/engine_time_split.py                      # seed_journey+pressure, 10k x 30 d
     python benchmarks/engine_time_split.py --policy journeys+pressure --users 5000 --repeats 3
@@ -160,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sc = load_scenario("default")
     kw = dict(n_users=args.users, days=args.days, seed=0, progress=False)
+    fast_kw = dict(kw, compiled=False)  # the round-based path (module docstring)
     print(f"{args.policy}, {args.users:,} users x {args.days:g} d, load {os.getloadavg()[0]:.2f}")
     if args.fast_only:
-        fast_only(args, sc, kw)
+        fast_only(args, sc, fast_kw)
         print(f"load at end {os.getloadavg()[0]:.2f}")
         return 0
     print("| run | simpy wall s | fast wall s | fast: policy calls s | fast: rest s | fast / simpy | ceiling (simpy / rest) |")
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         simpy_s = time.perf_counter() - t0
         with _PolicyClock() as clock:
             t0 = time.perf_counter()
-            engine_fast.simulate(sc, get_policy(args.policy), **kw)
+            engine_fast.simulate(sc, get_policy(args.policy), **fast_kw)
             fast_s = time.perf_counter() - t0
         rest = fast_s - clock.seconds
         print(f"| {rep} | {simpy_s:.1f} | {fast_s:.2f} | {clock.seconds:.2f} ({clock.seconds / fast_s:.0%}) "

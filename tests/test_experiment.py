@@ -54,8 +54,10 @@ def test_compare_summarises_clicks_and_unsubscribes_with_cis_over_seeds(table):
             got = tuple(t.loc[pol, f"{m}_{s}"] for s in ("mean", "low", "high"))
             assert got == pytest.approx(expected), (pol, m)
     # blast sends every day: its users click and unsubscribe, with an interval of some width
+    # (3 seeds: Student-t's 4.3 half-widths may reach below 0 for a rare event)
     for m in ENGAGEMENT:
-        assert 0 < t.loc["blast@1", f"{m}_low"] < t.loc["blast@1", f"{m}_high"], m
+        assert t.loc["blast@1", f"{m}_mean"] > 0, m
+        assert t.loc["blast@1", f"{m}_low"] < t.loc["blast@1", f"{m}_high"], m
     assert t.loc["blast@1", "unsubscribes_per_user_mean"] > t.loc["seed_journey@1+pressure@1",
                                                                   "unsubscribes_per_user_mean"]
 

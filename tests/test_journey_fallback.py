@@ -448,7 +448,7 @@ def test_simulator_results_do_not_depend_on_fallback():
                 s["fallback"] = ["email", "sms"]
     bounced = 0
     for engine in ("fast", "simpy"):
-        logs = [run_one("default", load_policy(d), seed=5, n_users=150, days=7, engine=engine).log
+        logs = [run_one("default", load_policy(d), seed=5, n_users=400, days=7, engine=engine).log
                 for d in (without, doc, with_all)]
         bounced += int(((logs[0]["event"] == "bounced") & (logs[0]["channel"] == "push")).sum())
         assert logs[0].equals(logs[1]) and logs[0].equals(logs[2])

@@ -105,7 +105,7 @@ PK_BLAST, PK_EMAIL_ONLY, PK_RANDOM_CHANNEL = 0, 1, 2
 _HEAP_CAP, _MSG_CAP, _HIST_CAP, _PEND_CAP, _FU_CAP = 4096, 8192, 8192, 256, 4096
 MAX_JOURNEYS = 32
 (S_PRESSURE, S_PRESSURE_T, S_LAST_CLICK, S_LAST_ACTIVE, S_BOUND, S_T_SIGNUP, S_T_VISIT,
- S_T_CHURN, S_T_INACT) = range(9)
+ S_T_CHURN, S_T_INACT, S_BOUND_REST) = range(10)
 S_HEAP = 16                            # heap times
 S_MSG = S_HEAP + _HEAP_CAP             # per message 10: sent, pressure, 4 draws, 4 probabilities
 S_HIST = S_MSG + _MSG_CAP * 10         # history times
@@ -307,7 +307,21 @@ def _pop(S, I):
 # --- messages and policies -----------------------------------------------------------------
 @_jit
 def _pressure_now(F, S, now):
+    if S[S_PRESSURE] == 0.0:  # never messaged: 0 · 2^x, without the exp2
+        return 0.0
     return _decay(S[S_PRESSURE], now - S[S_PRESSURE_T], F[P_HALF_LIFE_H])
+
+
+@_jit
+def _fatigue_multiplier(F, S, now, strength):
+    """``fatigue.response_multiplier`` of the user's pressure now (1 when the fatigue model is
+    off); exactly 1.0 without the exp when the pressure is 0 (exp(-0.0) = 1)."""
+    if F[P_FZ_ENABLED] <= 0:
+        return 1.0
+    pressure = _pressure_now(F, S, now)
+    if pressure == 0.0:
+        return 1.0
+    return _response_multiplier(pressure, F[F_U + U_TOL], strength)
 
 
 @_jit
@@ -580,13 +594,16 @@ def _after_effects(Lf, Li, K, S, I, u, now, k):
 
 @_jit
 def _boost_now(F, S, now):
+    if S[S_LAST_CLICK] == -_INF:  # no click yet: the boost is exactly 0
+        return 0.0
     return _click_boost(now - S[S_LAST_CLICK], F[P_CLICK_VISIT_BOOST], F[P_CLICK_HALF_LIFE])
 
 
 @_jit
 def _draw_next_visit(F, S, rng, now, boost):
     """Next thinning candidate: bound = rate at peak activity, rested, boost as of ``now``."""
-    bound = _visit_rate(F[F_U + U_VISIT_RATE], F[F_U + U_ACT_MAX], F[F_U + U_ACT_MEAN], 1.0, boost)
+    bound = (S[S_BOUND_REST] if boost == 0.0 else  # the rested, unboosted bound: per user
+             _visit_rate(F[F_U + U_VISIT_RATE], F[F_U + U_ACT_MAX], F[F_U + U_ACT_MEAN], 1.0, boost))
     S[S_BOUND] = bound
     S[S_T_VISIT] = now + rng.exponential(1.0) / bound if bound > 0 else _INF
 
@@ -617,8 +634,7 @@ def _session(Lf, Li, F, K, S, I, T, rng, prng, u, now, from_click):
     _set_inactivity(F, S, I)
     _emit_plain(Lf, Li, S, I, K, now, u, _EV_VISIT, _CH_WEB, _NAN)
     _decide(Lf, Li, F, K, S, I, T, prng, u, now, _TR_VISIT, -1)
-    f = (_response_multiplier(_pressure_now(F, S, now), F[F_U + U_TOL], F[P_RESPONSE_STRENGTH])
-         if F[P_FZ_ENABLED] > 0 else 1.0)
+    f = _fatigue_multiplier(F, S, now, F[P_RESPONSE_STRENGTH])
     boosted = 1.0 if now - S[S_LAST_CLICK] <= F[P_BOOST_WINDOW_H] else 0.0
     p_buy = _purchase_probability(F[F_U + U_PROPENSITY], f, float(I[I_CART_OPEN]), boosted,
                                   F[F_U + U_PRICE_SENS], F[P_CART_RETURN], F[P_CLICK_PURCHASE])
@@ -671,8 +687,7 @@ def _click(Lf, Li, F, K, S, I, T, rng, prng, u, now, k):
 def _visit_candidate(Lf, Li, F, K, S, I, T, rng, prng, u, now):
     """Thinning: accept the candidate with probability rate(now) / bound; draw the next."""
     hour = _local_hour(F, K, now)
-    f_act = (_response_multiplier(_pressure_now(F, S, now), F[F_U + U_TOL], F[P_ACTIVITY_STRENGTH])
-             if F[P_FZ_ENABLED] > 0 else 1.0)
+    f_act = _fatigue_multiplier(F, S, now, F[P_ACTIVITY_STRENGTH])
     boost = _boost_now(F, S, now)
     rate = _visit_rate(F[F_U + U_VISIT_RATE], F[F_PROF + int(hour) % 24], F[F_U + U_ACT_MEAN],
                        f_act, boost)
@@ -766,6 +781,8 @@ def run_users(u0, u1, Lf, Li, pos, F, K, T, uf, is_new, consent, holdout, prof, 
         for j in range(K[K_N_JOURNEYS]):
             I[I_HOLD + j] = holdout[u, j]
         F[F_U:F_U + U_N] = uf[u]
+        S[S_BOUND_REST] = _visit_rate(F[F_U + U_VISIT_RATE], F[F_U + U_ACT_MAX],
+                                      F[F_U + U_ACT_MEAN], 1.0, 0.0)
         F[F_PROF:F_PROF + 24] = prof[u]
         z = tz_idx[u]
         F[F_TZ:F_TZ + nk] = changes[z]

@@ -1,6 +1,15 @@
-"""The vectorised engine: the same world model, policies and log as the reference engine.
+"""The fast engine: the same world model, policies and log as the reference engine.
 
-Time advances in steps (``step_h``, default 1 h). Per-user state lives in numpy arrays of
+Two paths (``docs/engines.md``). A policy with a compiled form
+(:func:`~omnisim.policies._kernel_policy.compile_policy`: the world alone, the baselines,
+journeys, each alone or with pressure rules) runs on the **compiled path**: each chunk's
+users go one after the other through a numba event loop (:mod:`omnisim.model._kernel_world`,
+driven by :mod:`omnisim.model._compiled`) — the reference engine's semantics over the same
+model formulas. Every other policy runs on the **round-based path** described below;
+``simulate(compiled=False)`` forces it. Chunks, processes, Dask, Parquet parts and the seed
+contract are shared by both paths (each path its own sample).
+
+Round-based path. Time advances in steps (``step_h``, default 1 h). Per-user state lives in numpy arrays of
 shape ``(n_users,)`` (``(n_users, 3)`` per message channel, ``(n_users, 24)`` for activity).
 Within a step the engine runs *rounds*: in each round every user with something due before
 the step's end handles exactly its earliest pending item — a timer (sign-up, next visit
@@ -32,7 +41,7 @@ one model call stay numpy arrays) and become a frame once per chunk or part, bui
 dtypes :func:`~omnisim.log.validate` returns (categorical codes, pyarrow-backed strings), so
 that validation is cheap. Per-user history
 (:class:`~omnisim.policies.base.HistoryEvent` deques, last ``HISTORY_DAYS`` days) is kept
-only when some context will read it (:func:`~omnisim.model._fast_policy.needs_history`): not
+only when some context will read it (:func:`~omnisim.policies.declarations.needs_history`): not
 for a policy that answers no trigger, nor for one declaring ``reads_history = False`` without
 pressure rules; and of it only the events the policy and its rules declare they read
 (:func:`~omnisim.policies.declarations.history_events`; journeys and ``PressureRules``
