@@ -64,8 +64,15 @@ def test_which_policies_are_compiled():
         pass
     rules = default_rules()
     other = Rules(**{f: getattr(rules, f) for f in rules.__dataclass_fields__})
+    from dataclasses import replace
+
+    from omnisim.policies.journeys import JourneySet
+
+    seed = load_journey("seed_journey")
+    many = JourneySet(tuple(replace(seed, journey=f"j{i}") for i in range(33)))
+    assert compile_policy(JourneySet(many.journeys[:32])) is not None
     for policy in (get_policy("blast+holdout"), _Learner(),
-                   with_pressure(load_journey("seed_journey"), other)):
+                   with_pressure(load_journey("seed_journey"), other), many):
         assert compile_policy(policy) is None, policy.name
 
 
@@ -212,3 +219,37 @@ def test_log_columns_are_built_exactly():
     order = np.argsort(np.rint(t * 3.6e9).astype(np.int64), kind="stable")
     assert np.array_equal(t_us, np.rint(t[order] * 3.6e9).astype(np.int64))
     assert np.array_equal(F, Lf[order].T) and np.array_equal(I, Li[order].T)
+
+
+def test_per_user_samplers_draw_as_the_array_samplers():
+    """Each ``*_one`` sampler the compiled loop uses has the distribution of its array
+    form (two-sample KS, fixed seeds); a changed array sampler alone would fail this."""
+    from scipy import stats
+
+    from omnisim.model import behavior as bh, channels as chm
+
+    n = 4000
+    prof = np.clip(np.random.default_rng(9).random(24) - 0.3, 0.0, 1.0)
+    params = chm.Channels()
+    for c, name in enumerate(("email", "sms", "push")):
+        p = params.get(name)
+        a = chm.read_delay_h(np.random.default_rng(1), name, p, np.full(n, 7.5),
+                             np.tile(prof, (n, 1)), np.full(n, 2.0))
+        rng = np.random.default_rng(2)
+        b = [chm.read_delay_one(rng, c, p.read_median_min, p.read_sigma,
+                                0.0 if c == 1 else chm.wait_until_active_one(rng, 7.5, prof),
+                                2.0) for _ in range(n)]
+        assert stats.ks_2samp(a, b).pvalue > 0.001, name
+    rng = np.random.default_rng(3)
+    one = np.array([bh.session_funnel_one(rng, 0.3, 0.7, 0.12, False) for _ in range(n)])
+    arr = np.array(bh.session_funnel(np.random.default_rng(4), np.full(n, 0.3),
+                                     bh.BehaviorParams())).T
+    assert np.allclose(one.mean(axis=0), arr.mean(axis=0), atol=0.03)
+    rng = np.random.default_rng(5)
+    one = [chm.delivery_outcome_one(rng, 0.1, 0.2) for _ in range(n)]
+    arr = chm.delivery_outcome(np.random.default_rng(6), 0.1, 0.2, size=n)
+    assert abs(np.bincount(one, minlength=3) - np.bincount(arr, minlength=3)).max() < 0.04 * n
+    rng = np.random.default_rng(7)
+    one = [bh.purchase_value_one(rng, 40.0, 0.5) for _ in range(n)]
+    assert stats.ks_2samp(one, bh.purchase_value(np.random.default_rng(8), np.full(n, 40.0),
+                                                 0.5)).pvalue > 0.001

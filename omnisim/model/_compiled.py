@@ -25,10 +25,12 @@ from omnisim.model.population import MSG_CHANNELS, activity_matrix
 from omnisim.model.scenario import Scenario
 from omnisim.policies._kernel_codes import Strings, TRIGGER
 from omnisim.policies._kernel_journey import compile_journeys, holdout_flags
-from omnisim.policies._kernel_policy import CompiledPolicy, compile_policy
+from omnisim.policies._kernel_policy import MAX_JOURNEYS, CompiledPolicy, compile_policy
 from omnisim.policies._kernel_pressure import compile_rules, scratch_size
 
-__all__ = ["run_chunk"]
+__all__ = ["run_chunk", "frame"]
+
+assert kw.MAX_JOURNEYS == MAX_JOURNEYS, "the loop's journey slots and what compiles must agree"
 
 #: users per call of the loop (progress granularity)
 _USERS_PER_CALL = 2_000
@@ -141,8 +143,6 @@ def run_chunk(sc: Scenario, policy: Any, users: pd.DataFrame,
     uf, is_new, consent, prof = _users(users)
     n_j = max(1, int(K[kw.K_N_JOURNEYS]))
     if cp.journeys is not None:
-        if cp.journeys.n_journeys > kw.MAX_JOURNEYS:
-            raise ValueError(f"the compiled engine runs at most {kw.MAX_JOURNEYS} journeys at once")
         holdout = holdout_flags(cp.journeys, users["user_id"].astype(str).tolist())
     else:
         holdout = np.zeros((len(users), n_j), bool)
@@ -169,11 +169,6 @@ def run_chunk(sc: Scenario, policy: Any, users: pd.DataFrame,
     if len(Lf) == 0:
         return None
     return Lf, Li, strings
-
-
-def _text(values: list[str], codes: np.ndarray) -> pa.Array:
-    table = pa.array(values, type=pa.large_string())
-    return table.take(pa.array(codes, mask=codes < 0))
 
 
 def frame(run: tuple[Any, ...], start: datetime, user_ids: Sequence[str]) -> pd.DataFrame:

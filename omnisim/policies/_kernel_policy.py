@@ -40,9 +40,11 @@ from omnisim.policies.declarations import history_events, needs_history, trigger
 from omnisim.policies.pressure import PressuredPolicy
 from omnisim.policies.runtime import update_cadence
 
-__all__ = ["CompiledPolicy", "compile_policy", "NONE", "BASELINE", "JOURNEYS"]
+__all__ = ["CompiledPolicy", "compile_policy", "NONE", "BASELINE", "JOURNEYS", "MAX_JOURNEYS"]
 
 NONE, BASELINE, JOURNEYS = 0, 1, 2
+#: the most journeys of a set the compiled loop runs (a larger set: the round-based path)
+MAX_JOURNEYS = 32
 _VARIANTS = {Blast: 0, EmailOnly: 1, RandomChannel: 2}
 
 
@@ -97,7 +99,7 @@ def compile_policy(policy: Any, strings: Strings | None = None) -> CompiledPolic
                 mask[TRIGGER[kind]] = True
     else:
         journeys = compile_journeys(inner, strings)
-        if journeys is None:
+        if journeys is None or journeys.n_journeys > MAX_JOURNEYS:
             return None
         pol[0] = JOURNEYS
         for kind in kinds or ():
