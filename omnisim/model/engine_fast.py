@@ -71,6 +71,7 @@ from omnisim.model import behavior as bh
 from omnisim.model import channels as chm
 from omnisim.model import fatigue as fat
 from omnisim.model._gc import fewer_gc_passes
+from omnisim.model._malloc import freed_memory_retained, retain_freed_memory
 from omnisim.model._fast_policy import batch_decider, history_events, needs_history, trigger_kinds
 from omnisim.model.engine_simpy import HISTORY_DAYS, SimulationResult
 from omnisim.policies.runtime import update_cadence
@@ -1209,6 +1210,7 @@ class _RelayBar:
 def _worker_chunk(i: int) -> tuple[int, pd.DataFrame | None, list[Path]]:
     """Run chunk ``i`` of the forked-in run (in a worker process)."""
     assert _WORKER_RUN is not None
+    retain_freed_memory()  # a dedicated process: keep freed blocks for the next chunk
     bar = _RelayBar(_WORKER_PROGRESS.put)
     df, parts = _WORKER_RUN.chunk(i, bar)
     bar.flush()
@@ -1417,7 +1419,8 @@ def simulate(scenario: Scenario, policy: Policy, *, n_users: int | None = None,
         elif jobs > 1:
             results = _run_parallel(run, jobs, bar)
         else:
-            results = [run.chunk(i, bar) for i in range(len(starts))]
+            with freed_memory_retained():
+                results = [run.chunk(i, bar) for i in range(len(starts))]
     frames = [df for df, _ in results if df is not None]
     parts = [p for _, ps in results for p in ps]
     log = None
