@@ -25,7 +25,7 @@ from omnisim.model.population import MSG_CHANNELS, activity_matrix
 from omnisim.model.scenario import Scenario
 from omnisim.policies._kernel_codes import Strings, TRIGGER
 from omnisim.policies._kernel_journey import compile_journeys, holdout_flags
-from omnisim.policies._kernel_policy import MAX_JOURNEYS, CompiledPolicy, compile_policy
+from omnisim.policies._kernel_policy import MAX_JOURNEYS, CompiledPolicy
 from omnisim.policies._kernel_pressure import compile_rules, scratch_size
 
 __all__ = ["run_chunk", "frame"]
@@ -36,11 +36,10 @@ assert kw.MAX_JOURNEYS == MAX_JOURNEYS, "the loop's journey slots and what compi
 _USERS_PER_CALL = 2_000
 
 
-def _constants(sc: Scenario, cp: CompiledPolicy, strings: Strings,
-               n_changes: int) -> tuple[np.ndarray, np.ndarray]:
+def _constants(sc: Scenario, cp: CompiledPolicy, n_changes: int) -> tuple[np.ndarray, np.ndarray]:
     """The loop's float constants ``F`` (the scenario's parameters; the per-user part is
     filled by the loop) and int constants ``K`` (codes, the compiled policy)."""
-    beh, fz = sc.behavior, sc.fatigue
+    beh, fz, strings = sc.behavior, sc.fatigue, cp.strings
     size = kw.layout(n_changes)
     F = np.zeros(size["F"])
     F[kw.P_VIEW], F[kw.P_CART], F[kw.P_ABANDON_DELAY] = beh.view_prob, beh.cart_prob, beh.abandon_delay_h
@@ -123,22 +122,20 @@ def _users(users: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return uf, is_new, consent, prof
 
 
-def run_chunk(sc: Scenario, policy: Any, users: pd.DataFrame,
+def run_chunk(sc: Scenario, cp: CompiledPolicy, users: pd.DataFrame,
               zones: tuple[np.ndarray, np.ndarray], tz_idx: np.ndarray, world: np.random.Generator,
               prng: np.random.Generator, bar: Any) -> tuple[Any, ...] | None:
-    """Simulate a chunk's ``users`` with the compiled loop; returns ``(Lf, Li, strings)``:
+    """Simulate a chunk's ``users`` with the compiled loop (``cp``: the policy as
+    :func:`~omnisim.policies._kernel_policy.compile_policy` gives it); returns
+    ``(Lf, Li, strings)``:
     the log's rows in the order they were logged (float columns
     :data:`~omnisim.model._kernel_world.LF_COLUMNS`, int columns ``LI_COLUMNS``) and the
     run's texts, or ``None`` when nothing was logged.
 
     ``zones``: the chunk's zone tables ``(changes, offsets)``, ``tz_idx`` (n,) each user's
     row; ``bar`` advances by ``sc.horizon_h`` per chunk (hours)."""
-    strings = Strings()
-    cp = compile_policy(policy, strings)
-    if cp is None:
-        raise TypeError(f"policy {getattr(policy, 'name', policy)!r} has no compiled form")
     changes, offsets = (np.ascontiguousarray(a, dtype=float) for a in zones)
-    F, K = _constants(sc, cp, strings, changes.shape[1])
+    F, K = _constants(sc, cp, changes.shape[1])
     T = _tables(cp)
     uf, is_new, consent, prof = _users(users)
     n_j = max(1, int(K[kw.K_N_JOURNEYS]))
@@ -168,7 +165,7 @@ def run_chunk(sc: Scenario, policy: Any, users: pd.DataFrame,
     Li = np.concatenate([b[1] for b in blocks]) if len(blocks) > 1 else blocks[0][1]
     if len(Lf) == 0:
         return None
-    return Lf, Li, strings
+    return Lf, Li, cp.strings
 
 
 def frame(run: tuple[Any, ...], start: datetime, user_ids: Sequence[str]) -> pd.DataFrame:

@@ -1135,6 +1135,7 @@ class _Run:
     flush_rows: int
     edges: np.ndarray
 
+    #: the policy's compiled form when the run takes the compiled path
     compiled: CompiledPolicy | None = None
 
     def chunk(self, i: int, bar: Any) -> tuple[pd.DataFrame | None, list[Path]]:
@@ -1158,19 +1159,18 @@ class _Run:
         sink.write(df)
         return None, sink.parts
 
-
     def _compiled_chunk(self, i: int, bar: Any) -> tuple[pd.DataFrame | None, list[Path]]:
         """Chunk ``i`` through the compiled world loop (``docs/engines.md``, "Compiled path")."""
         from omnisim.model import _compiled  # numba: imported when first used
+
         s = self.starts[i]
         users = self.users.iloc[s:s + self.size].reset_index(drop=True)
         tz = users["timezone"].astype(str).to_numpy(dtype=object)
         tz_names, tz_idx = np.unique(tz, return_inverse=True)
-        run = _compiled.run_chunk(self.sc, self.policy, users,
+        run = _compiled.run_chunk(self.sc, self.compiled, users,
                                   utc_offset_table(self.sc.start, self.sc.horizon_h, tz_names),
-                                  tz_idx,
-                                   np.random.default_rng(self.world_seeds[i]),
-                                   np.random.default_rng(self.policy_seeds[i]), bar)
+                                  tz_idx, np.random.default_rng(self.world_seeds[i]),
+                                  np.random.default_rng(self.policy_seeds[i]), bar)
         if run is None:
             return None, []
         df = _compiled.frame(run, self.sc.start, users["user_id"].astype(str).tolist())

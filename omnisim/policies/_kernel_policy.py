@@ -26,7 +26,7 @@ and what the sender runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,8 +53,7 @@ class CompiledPolicy:
     """A policy as arrays: ``pol`` int64 ``[kind, variant, n_channels, channel codes …]``,
     ``trig_mask`` bool (one per :data:`TRIGGER` code), ``kept`` bool (one per log event: the
     events the policy and its rules read from history); ``journeys`` / ``rules`` their
-    compiled forms (``None``: none). Texts are codes into the ``strings`` it was compiled
-    with."""
+    compiled forms (``None``: none). Texts are codes into ``strings``."""
 
     name: str
     pol: np.ndarray
@@ -62,6 +61,8 @@ class CompiledPolicy:
     kept: np.ndarray
     journeys: CompiledJourneys | None = None
     rules: CompiledRules | None = None
+    #: the table the codes refer to (the loop's own texts are added to it, idempotently)
+    strings: Strings = field(default_factory=Strings)
 
 
 def compile_policy(policy: Any, strings: Strings | None = None) -> CompiledPolicy | None:
@@ -111,4 +112,4 @@ def compile_policy(policy: Any, strings: Strings | None = None) -> CompiledPolic
         for event in (EVENTS if declared is None else declared):
             if event in EV:
                 kept[EV[event]] = True
-    return CompiledPolicy(name, pol, mask, kept, journeys, rules)
+    return CompiledPolicy(name, pol, mask, kept, journeys, rules, strings)
